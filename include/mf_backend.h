@@ -1,0 +1,259 @@
+/*
+ * The backend interface: what the sync engine (cache/sync.c) asks of a
+ * mail server, whatever protocol it speaks.
+ *
+ * Design: a backend object is one *session* with the server (for IMAP, one
+ * connection). The engine owns several sessions per account, each used by
+ * exactly one thread at a time: one for listing and write-back, one that
+ * waits for pushes (IDLE), and one or more for body fetches. Calls are
+ * blocking and bounded by the account's timeout; this keeps each protocol
+ * implementation a straight-line program (as isync's drivers are, minus
+ * the callback plumbing), and lets a slow fetch never wait behind a long
+ * listing because they run on different sessions.
+ *
+ * (STYLE.md sketches an asynchronous callback table. mailfs uses blocking
+ * sessions on dedicated threads instead; where a result is streamed, as in
+ * a listing of a million messages, a callback receives it piece by piece.)
+ *
+ * Contract for every call:
+ *  - Connecting and logging in happen lazily on first use, and again after
+ *    a connection was lost; a call never fails just because an earlier one
+ *    dropped the connection.
+ *  - Returns enum mf_status. On anything but MF_OK, *error_r (when the call
+ *    has one) receives a message the caller frees.
+ *  - Strings passed to callbacks are borrowed: valid during the callback.
+ *  - Folder names passed in are the *remote* names exactly as list_folders
+ *    reported them (struct mf_remote_folder.remote).
+ *  - mf_backend_interrupt() may be called from any thread; it makes a
+ *    blocked call return MF_CANCELED soon (for shutdown).
+ */
+#ifndef MF_BACKEND_H
+#define MF_BACKEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct mf_account;
+
+enum mf_status {
+	MF_OK = 0,
+	MF_TEMP,	/* transient: network, timeout, server busy; retry */
+	MF_AUTH,	/* credentials refused; retrying will not help */
+	MF_GONE,	/* the object (message, folder) does not exist */
+	MF_PROTO,	/* the server said something we cannot use / refused */
+	MF_CANCELED,	/* interrupted by mf_backend_interrupt() */
+	MF_NOTSUP,	/* the server cannot do this */
+};
+
+const char *mf_status_str(enum mf_status st);
+
+/* Maildir flags as bits, in Maildir's ASCII order. */
+#define MF_FLAG_DRAFT	 (1u << 0)	/* D  \Draft */
+#define MF_FLAG_FLAGGED	 (1u << 1)	/* F  \Flagged */
+#define MF_FLAG_PASSED	 (1u << 2)	/* P  $Forwarded */
+#define MF_FLAG_REPLIED	 (1u << 3)	/* R  \Answered */
+#define MF_FLAG_SEEN	 (1u << 4)	/* S  \Seen */
+#define MF_FLAG_TRASHED	 (1u << 5)	/* T  \Deleted */
+#define MF_FLAG_ALL	 0x3fu
+
+/* Folder attributes. */
+#define MF_FOLDER_NOSELECT	(1u << 0)	/* cannot hold messages */
+#define MF_FOLDER_INBOX		(1u << 1)
+#define MF_FOLDER_TRASH		(1u << 2)	/* special-use \Trash */
+#define MF_FOLDER_SENT		(1u << 3)
+#define MF_FOLDER_DRAFTS	(1u << 4)
+#define MF_FOLDER_JUNK		(1u << 5)
+#define MF_FOLDER_ARCHIVE	(1u << 6)
+#define MF_FOLDER_ALL		(1u << 7)
+#define MF_FOLDER_HASCHILDREN	(1u << 8)
+
+struct mf_remote_folder {
+	const char *remote;	/* the server's name, as sent on the wire
+				   (IMAP: still modified UTF-7) */
+	const char *path;	/* decoded, "/"-separated, each component
+				   sanitised (see mf_names.h); "INBOX" for
+				   the inbox */
+	unsigned int attrs;	/* MF_FOLDER_* */
+};
+
+typedef int mf_folder_cb(void *ctx, const struct mf_remote_folder *f);
+
+/* One message as the server describes it. */
+struct mf_msg_info {
+	const char *id;		/* remote id: IMAP UID in decimal, Graph
+				   immutable id, Gmail id */
+	unsigned int flags;	/* MF_FLAG_* */
+	bool has_meta;		/* size/date/message_id below are set (new
+				   messages, full listings); false for a
+				   flags-only change */
+	uint64_t size;
+	bool size_exact;	/* IMAP RFC822.SIZE: true */
+	int64_t internaldate;	/* seconds since the epoch */
+	const char *message_id;	/* may be NULL */
+};
+
+enum mf_change_kind {
+	MF_CHANGE_UPSERT,	/* a message exists with this info (new or
+				   changed flags) */
+	MF_CHANGE_GONE,		/* the message was expunged */
+};
+
+struct mf_change {
+	enum mf_change_kind kind;
+	struct mf_msg_info msg;	/* for GONE only msg.id is set */
+};
+
+/*
+ * How to read a stream of changes:
+ *  - snapshot = false: a delta against the cursor the engine passed in.
+ *    Messages not mentioned are unchanged.
+ *  - snapshot = true: a complete listing. Messages the engine knows that
+ *    are not mentioned are gone (subject to the mass-deletion guard).
+ *  - reset = true (always with snapshot): the ids the engine knows for
+ *    this folder are no longer valid (IMAP UIDVALIDITY changed, Graph or
+ *    Gmail cursor expired with re-numbering); re-match by Message-ID,
+ *    size and date instead of by id.
+ */
+struct mf_changes_info {
+	bool snapshot;
+	bool reset;
+};
+
+/*
+ * Called once with *info before the first change (begin), then once per
+ * change. Return non-zero from either to abort the listing (the call then
+ * returns MF_CANCELED).
+ */
+struct mf_changes_sink {
+	int (*begin)(void *ctx, const struct mf_changes_info *info);
+	int (*change)(void *ctx, const struct mf_change *ch);
+	void *ctx;
+};
+
+/* The engine's hints for fetch_changes. */
+struct mf_changes_hint {
+	const char *cursor;	/* NULL: never synced; list everything */
+	uint64_t known_count;	/* messages the engine has for the folder */
+};
+
+/* Hints for append. */
+struct mf_append_info {
+	unsigned int flags;
+	int64_t internaldate;	/* 0: let the server choose */
+	uint64_t size;
+};
+
+struct mf_backend;
+
+struct mf_backend_ops {
+	const char *name;	/* "imap" */
+	unsigned int caps;	/* MF_CAP_* of the implementation */
+
+	/* Make a session for the account. Does not connect. */
+	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,
+		      char **error_r);
+	void (*destroy)(struct mf_backend *be);
+
+	/* Connect and log in now (tests the account). */
+	enum mf_status (*connect)(struct mf_backend *be, char **error_r);
+
+	/* Every folder, in any order, with attributes. */
+	enum mf_status (*list_folders)(struct mf_backend *be, mf_folder_cb *cb,
+				       void *ctx, char **error_r);
+
+	/*
+	 * Changes of one folder since hint->cursor. On MF_OK, *cursor_r
+	 * receives the new cursor (caller frees) to store once every change
+	 * has been applied durably. *cursor_r may equal the old cursor when
+	 * nothing changed.
+	 */
+	enum mf_status (*fetch_changes)(struct mf_backend *be,
+					const char *folder,
+					const struct mf_changes_hint *hint,
+					const struct mf_changes_sink *sink,
+					char **cursor_r, char **error_r);
+
+	/*
+	 * Cheap check whether a folder may have changed since the cursor
+	 * (IMAP: STATUS). *changed_r = false means fetch_changes would report
+	 * nothing. May be NULL in the table (then assume changed).
+	 */
+	enum mf_status (*probe)(struct mf_backend *be, const char *folder,
+				const char *cursor, bool *changed_r,
+				char **error_r);
+
+	/*
+	 * Write the message's exact bytes to out_fd (at its current offset),
+	 * without setting \Seen. *size_r receives the number of bytes written.
+	 * max_size caps what will be accepted (MF_PROTO above it).
+	 */
+	enum mf_status (*fetch_body)(struct mf_backend *be, const char *folder,
+				     const char *id, int out_fd,
+				     uint64_t max_size, uint64_t *size_r,
+				     char **error_r);
+
+	/* Add and remove flags of messages (ids: count entries). */
+	enum mf_status (*set_flags)(struct mf_backend *be, const char *folder,
+				    const char *const *ids, unsigned int count,
+				    unsigned int add, unsigned int remove,
+				    char **error_r);
+
+	/*
+	 * Upload the message read from in_fd (from offset 0, info->size
+	 * bytes). *id_r receives the new remote id (caller frees), or NULL
+	 * when the server does not say (no UIDPLUS); the engine then finds
+	 * it on the next listing.
+	 */
+	enum mf_status (*append)(struct mf_backend *be, const char *folder,
+				 int in_fd, const struct mf_append_info *info,
+				 char **id_r, char **error_r);
+
+	/*
+	 * Move a message to another folder. *id_r as for append. A message
+	 * that is already gone from the source returns MF_GONE.
+	 */
+	enum mf_status (*move)(struct mf_backend *be, const char *from,
+			       const char *id, const char *to, char **id_r,
+			       char **error_r);
+
+	/* Remove a message for good (IMAP: \Deleted + UID EXPUNGE of it). */
+	enum mf_status (*expunge)(struct mf_backend *be, const char *folder,
+				  const char *id, char **error_r);
+
+	/*
+	 * Folders. path is the local "/"-separated decoded path; the backend
+	 * maps it to its own naming (IMAP: delimiter, modified UTF-7) and
+	 * returns the remote name in *remote_r (caller frees). create of an
+	 * existing folder succeeds.
+	 */
+	enum mf_status (*create_folder)(struct mf_backend *be, const char *path,
+					char **remote_r, char **error_r);
+	enum mf_status (*delete_folder)(struct mf_backend *be,
+					const char *remote, char **error_r);
+	enum mf_status (*rename_folder)(struct mf_backend *be,
+					const char *remote, const char *new_path,
+					char **remote_r, char **error_r);
+
+	/*
+	 * Block until the server reports a change in folder, timeout_ms
+	 * passes, or mf_backend_interrupt() is called. *changed_r tells
+	 * which. NULL in the table when the backend cannot push.
+	 */
+	enum mf_status (*wait_push)(struct mf_backend *be, const char *folder,
+				    int timeout_ms, bool *changed_r,
+				    char **error_r);
+
+	/* Make the current or next blocking call return MF_CANCELED. */
+	void (*interrupt)(struct mf_backend *be);
+};
+
+#define MF_CAP_PUSH	(1u << 0)	/* wait_push works */
+
+struct mf_backend {
+	const struct mf_backend_ops *ops;
+};
+
+/* The registry: find the ops for an account's "type". NULL if unknown. */
+const struct mf_backend_ops *mf_backend_lookup(const char *type);
+
+#endif

@@ -1,0 +1,191 @@
+/*
+ * mailfs.conf parsing: good configs, every error message path.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mf_config.h"
+#include "mf_util.h"
+
+static struct mf_config *parse_ok(const char *text)
+{
+	struct mf_config *cfg = NULL;
+	char *err = NULL;
+	int ret = mf_config_parse("t.conf", text, &cfg, &err);
+
+	if (ret != 0)
+		fail_msg("unexpected error: %s", err);
+	return cfg;
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+	struct mf_config *cfg = NULL;
+	char *err = NULL;
+
+	assert_true(mf_config_parse("t.conf", text, &cfg, &err) < 0);
+	assert_null(cfg);
+	assert_non_null(err);
+	if (!strstr(err, needle))
+		fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+	free(err);
+}
+
+static void test_full(void **state)
+{
+	struct mf_config *cfg;
+	const struct mf_account *a;
+
+	(void)state;
+	setenv("HOME", "/home/alice", 1);
+	cfg = parse_ok(
+		"# comment\n"
+		"[general]\n"
+		"cache_dir = ~/.cache/mailfs   # bodies\n"
+		"state_dir = /var/tmp/st\n"
+		"fetch_timeout = 7\n"
+		"\n"
+		"[account work]\n"
+		"type = imap\n"
+		"host = imap.example.org\n"
+		"tls = starttls\n"
+		"user = alice\n"
+		"password_command = pass show mail/work\n"
+		"folders = * !Junk\n"
+		"poll_interval = 30\n"
+		"delete = expunge\n"
+		"prefetch = new\n"
+		"password = \"se#cret \"\n"
+		"api_url = http://x\n");
+	assert_string_equal(cfg->cache_dir, "/home/alice/.cache/mailfs");
+	assert_string_equal(cfg->state_dir, "/var/tmp/st");
+	assert_int_equal(cfg->fetch_timeout, 7);
+	assert_int_equal(cfg->account_count, 1);
+	a = &cfg->accounts[0];
+	assert_string_equal(a->name, "work");
+	assert_string_equal(a->type, "imap");
+	assert_int_equal(a->tls, MF_TLS_STARTTLS);
+	assert_int_equal(a->port, 143);
+	assert_string_equal(a->password, "se#cret ");
+	assert_string_equal(a->password_command, "pass show mail/work");
+	assert_int_equal(a->poll_interval, 30);
+	assert_int_equal(a->delete_policy, MF_DELETE_EXPUNGE);
+	assert_int_equal(a->prefetch, MF_PREFETCH_NEW);
+	assert_string_equal(mf_account_get(a, "api_url"), "http://x");
+	assert_null(mf_account_get(a, "nope"));
+	assert_true(mf_account_folder_wanted(a, "INBOX"));
+	assert_true(mf_account_folder_wanted(a, "Archive/2024"));
+	assert_false(mf_account_folder_wanted(a, "Junk"));
+	mf_config_free(&cfg);
+	assert_null(cfg);
+}
+
+static void test_defaults(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	setenv("HOME", "/home/bob", 1);
+	setenv("XDG_CACHE_HOME", "/xdg/cache", 1);
+	unsetenv("XDG_STATE_HOME");
+	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\n"
+		       "password=p\n");
+	assert_string_equal(cfg->cache_dir, "/xdg/cache/mailfs");
+	assert_string_equal(cfg->state_dir, "/home/bob/.local/state/mailfs");
+	assert_int_equal(cfg->accounts[0].port, 993);
+	assert_int_equal(cfg->accounts[0].tls, MF_TLS_IMPLICIT);
+	assert_int_equal(cfg->accounts[0].poll_interval, 60);
+	assert_int_equal(cfg->accounts[0].delete_policy, MF_DELETE_TRASH);
+	mf_config_free(&cfg);
+}
+
+static void test_plaintext(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	expect_error("[account a]\ntype=imap\nhost=mail.example.org\n"
+		     "user=u\npassword=p\ntls=none\n", "clear text");
+	cfg = parse_ok("[account a]\ntype=imap\nhost=127.0.0.1\nuser=u\n"
+		       "password=p\ntls=none\n");
+	assert_int_equal(cfg->accounts[0].port, 143);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[account a]\ntype=imap\nhost=mail.example.org\n"
+		       "user=u\npassword=p\ntls=none\n"
+		       "allow_plaintext=yes\n");
+	mf_config_free(&cfg);
+}
+
+static void test_errors(void **state)
+{
+	(void)state;
+	expect_error("", "no [account");
+	expect_error("key = v\n", "t.conf:1: key outside");
+	expect_error("[general\n", "t.conf:1: bad section");
+	expect_error("[account]\ntype=imap\n", "needs a name");
+	expect_error("[account a/b]\ntype=imap\n", "cannot be a directory");
+	expect_error("[account .x]\ntype=imap\n", "cannot be a directory");
+	expect_error("[account a]\nhost=h\n", "has no \"type\"");
+	expect_error("[account a]\ntype=imap\nuser=u\npassword=p\n",
+		     "needs \"host\"");
+	expect_error("[account a]\ntype=imap\nhost=h\npassword=p\n",
+		     "needs \"user\"");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\n",
+		     "password_command");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "port=99999\n", "t.conf:6: port must be");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "port=-1\n", "port must be");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "tls=maybe\n", "implicit | starttls | none");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "delete=shred\n", "trash | expunge");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "host=again\n", "set twice");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "[account a]\ntype=imap\n", "defined twice");
+	expect_error("[nonsense]\n", "unknown section");
+	expect_error("[account a]\nhost\n", "key = value");
+	expect_error("[account a]\npassword = \"open\n", "unterminated");
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "allow_plaintext=perhaps\n", "yes or no");
+}
+
+static void test_password_command(void **state)
+{
+	struct mf_config *cfg;
+	char *pw = NULL, *err = NULL;
+
+	(void)state;
+	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\n"
+		       "password_command = printf 'hunter2\\nsecond'\n");
+	assert_int_equal(mf_account_password(&cfg->accounts[0], &pw, &err),
+			 0);
+	assert_string_equal(pw, "hunter2");
+	free(pw);
+	mf_config_free(&cfg);
+
+	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\n"
+		       "password_command = exit 3\n");
+	assert_true(mf_account_password(&cfg->accounts[0], &pw, &err) < 0);
+	assert_non_null(strstr(err, "status 3"));
+	free(err);
+	mf_config_free(&cfg);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_plaintext),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_password_command),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
