@@ -1,0 +1,1295 @@
+/*
+ * The store, engine side: applying what the server says (folder listings,
+ * message changes), and the write-back queue with the results of each
+ * operation.
+ *
+ * Matching server messages to rows (see mf_store.h for the model):
+ *  1. by server place (rfolder, ruid);
+ *  2. otherwise, when the server shows a message mailfs has no row for,
+ *     it may be one of ours whose server id we never learnt: an APPEND
+ *     that may have happened before a crash, a MOVE without COPYUID or
+ *     one that happened just before a crash (its row still says where
+ *     it came from), or every message after a UIDVALIDITY reset. Those rows wait in state
+ *     MATCH (or APPEND, attempted) and are matched by Message-ID and size,
+ *     preferring the same date: the row keeps its inode and name;
+ *  3. otherwise it is new mail and gets a row.
+ *
+ * The mass-deletion guard: a complete listing that shows nothing for a
+ * folder where mailfs knows messages, or a reset in which nothing
+ * matched, removes nothing; the folder's "held" column says why.
+ */
+#include "meta_private.h"
+#include "mf_names.h"
+#include "mf_util.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#define BATCH_COMMIT_EVERY 2000
+#define BATCH_MAX_CREATE_NOTIFY 1000
+
+enum {
+	S_ENGINE_FOLDERS = 40,
+	S_FOLDER_BY_REMOTE,
+	S_FOLDER_BY_PATH,
+	S_FOLDER_UPDATE_LISTED,
+	S_FOLDER_ALL_REMOTE,
+	S_KNOWN_COUNT,
+	S_BY_SERVER,
+	S_MATCH,
+	S_INSERT_MSG,
+	S_UPDATE_FLAGS,
+	S_SET_GONE,
+	S_RESET_FOLDER,
+	S_UNLISTED,
+	S_SET_CURSOR,
+	S_SET_HELD,
+	S_QUEUE_FIRST,
+	S_QUEUE_ATTEMPT,
+	S_QUEUE_DONE,
+	S_QUEUE_RETRY,
+	S_SET_SERVER,
+	S_FOLDER_REMOTE,
+	S_DESCENDANTS,
+	S_RESTORE_PLACE,
+	S_BASE_PUSHED,
+	S_APPENDED_BLOB,
+	S_SET_BLOB_SIZE,
+	S_WAS_DELETED,
+	S_STMT_END,
+};
+
+_Static_assert(S_STMT_END <= 72, "meta_sync.c statement indexes");
+
+/* ---- folders ---- */
+
+int mf_store_engine_folders(const char *account, struct mf_folder **list_r,
+			    unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	struct mf_folder *list = NULL;
+	unsigned int n = 0;
+	sqlite3_stmt *s;
+	int rc;
+
+	*list_r = NULL;
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_ENGINE_FOLDERS,
+		      "SELECT " FOLDER_COLS " FROM folder WHERE account = ? "
+		      "AND remote IS NOT NULL AND state = 0 ORDER BY id");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		list = xrealloc(list, (n + 1) * sizeof(*list));
+		meta_read_folder(s, &list[n]);
+		n++;
+	}
+	sqlite3_reset(s);
+	if (rc != SQLITE_DONE) {
+		mf_store_folders_free(list, n);
+		return meta_dberr(c, "engine folders");
+	}
+	*list_r = list;
+	*n_r = n;
+	return 0;
+}
+
+void mf_store_folders_free(struct mf_folder *list, unsigned int n)
+{
+	for (unsigned int i = 0; i < n; i++)
+		mf_folder_clear(&list[i]);
+	free(list);
+}
+
+static int64_t folder_by_path(struct meta_conn *c, const char *account,
+			      const char *path)
+{
+	sqlite3_stmt *s = meta_stmt(c, S_FOLDER_BY_PATH,
+				    "SELECT id FROM folder WHERE account = ? "
+				    "AND path = ? AND state IN (0, 1, 4) "
+				    "ORDER BY id LIMIT 1");
+	int64_t id = 0;
+
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		id = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return id;
+}
+
+/* The folder row for path, creating virtual parents on the way. */
+static int64_t ensure_parents(struct meta_conn *c, const char *account,
+			      int64_t root, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *parent_path, *name;
+	int64_t parent, id;
+
+	if (!slash)
+		return root;
+	parent_path = xstrndup(path, (size_t)(slash - path));
+	id = folder_by_path(c, account, parent_path);
+	if (id == 0) {
+		const char *base = strrchr(parent_path, '/');
+
+		parent = ensure_parents(c, account, root, parent_path);
+		name = xstrdup(base ? base + 1 : parent_path);
+		id = parent < 0 ? -1
+				: meta_create_folder_row(c, account, parent,
+							 name, parent_path,
+							 MF_FOLDER_VIRTUAL, 0);
+		free(name);
+	}
+	free(parent_path);
+	return id;
+}
+
+int mf_store_apply_folder_list(const char *account,
+			       const struct mf_remote_folder *folders,
+			       unsigned int n)
+{
+	struct meta_conn *c;
+	sqlite3_stmt *s;
+	int64_t root;
+	int64_t *listed = xcalloc(n ? n : 1, sizeof(*listed));
+	bool have_inbox = false;
+	int ret = 0;
+	const struct mf_notify_ops *notify = meta_notify();
+	int64_t *hidden = NULL;
+	unsigned int nhidden = 0;
+
+	ret = mf_store_account_root(account, &root);
+	if (ret < 0) {
+		free(listed);
+		return ret;
+	}
+	c = meta_wbegin();
+	if (!c) {
+		free(listed);
+		return -EIO;
+	}
+	for (unsigned int i = 0; i < n && ret == 0; i++) {
+		const struct mf_remote_folder *rf = &folders[i];
+		int64_t id = 0;
+		int state = -1;
+
+		if (rf->attrs & MF_FOLDER_INBOX)
+			have_inbox = true;
+		s = meta_stmt(c, S_FOLDER_BY_REMOTE,
+			      "SELECT id, state FROM folder WHERE account = ? "
+			      "AND remote = ? ORDER BY state = 3, id LIMIT 1");
+		if (!s) {
+			ret = -EIO;
+			break;
+		}
+		sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, rf->remote, -1, SQLITE_STATIC);
+		if (sqlite3_step(s) == SQLITE_ROW) {
+			id = sqlite3_column_int64(s, 0);
+			state = sqlite3_column_int(s, 1);
+		}
+		sqlite3_reset(s);
+		if (id == 0 || state == MF_FOLDER_GONE) {
+			/* A folder mailfs did not know, or one that came
+			 * back: maybe a virtual directory already stands
+			 * where it goes. */
+			int64_t existing = folder_by_path(c, account,
+							  rf->path);
+			if (existing > 0) {
+				id = existing;
+			} else {
+				int64_t parent = ensure_parents(c, account,
+								root,
+								rf->path);
+				const char *slash = strrchr(rf->path, '/');
+
+				if (parent < 0) {
+					ret = -EIO;
+					break;
+				}
+				id = meta_create_folder_row(
+					c, account, parent,
+					slash ? slash + 1 : rf->path, rf->path,
+					MF_FOLDER_PRESENT,
+					(rf->attrs & MF_FOLDER_NOSELECT)
+						? 0
+						: MF_SUBDIR_ALL);
+				if (id < 0) {
+					ret = -EIO;
+					break;
+				}
+				mf_info("%s: new folder %s", account,
+					rf->path);
+			}
+		}
+		s = meta_stmt(c, S_FOLDER_UPDATE_LISTED,
+			      "UPDATE folder SET remote = ?, attrs = ?, "
+			      "state = CASE WHEN state IN (2) THEN state "
+			      "ELSE 0 END, subdirs = CASE WHEN ? THEN 0 "
+			      "WHEN state IN (3, 4) THEN 7 ELSE subdirs END "
+			      "WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+			break;
+		}
+		sqlite3_bind_text(s, 1, rf->remote, -1, SQLITE_STATIC);
+		sqlite3_bind_int(s, 2, (int)rf->attrs);
+		sqlite3_bind_int(s, 3, (rf->attrs & MF_FOLDER_NOSELECT) != 0);
+		sqlite3_bind_int64(s, 4, id);
+		ret = meta_exec_stmt(c, s, "folder listed");
+		listed[i] = id;
+	}
+	if (ret == 0 && have_inbox) {
+		/* Folders the server no longer lists. */
+		s = meta_stmt(c, S_FOLDER_ALL_REMOTE,
+			      "SELECT id, parent FROM folder WHERE account = ? "
+			      "AND remote IS NOT NULL AND state IN (0, 2)");
+		if (!s)
+			ret = -EIO;
+		else
+			sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+		while (ret == 0 && sqlite3_step(s) == SQLITE_ROW) {
+			int64_t id = sqlite3_column_int64(s, 0);
+			bool found = false;
+
+			for (unsigned int i = 0; i < n && !found; i++)
+				found = listed[i] == id;
+			if (!found) {
+				hidden = xrealloc(hidden, (nhidden + 1) *
+								  sizeof(*hidden));
+				hidden[nhidden++] = id;
+			}
+		}
+		if (s)
+			sqlite3_reset(s);
+		for (unsigned int i = 0; i < nhidden && ret == 0; i++) {
+			struct mf_folder f;
+
+			memset(&f, 0, sizeof(f));
+			ret = meta_set_folder_state(c, hidden[i],
+						    MF_FOLDER_GONE);
+			if (ret == 0 && mf_store_folder_get(hidden[i], &f) == 0) {
+				mf_info("%s: folder %s is gone from the "
+					"server", account, f.path);
+				meta_bump_mtime(c, f.parent, 0);
+			}
+			mf_folder_clear(&f);
+		}
+	} else if (ret == 0) {
+		mf_warn("%s: the folder list has no INBOX; not removing any "
+			"folder", account);
+	}
+	ret = meta_wend(c, ret);
+	if (ret == 0 && notify) {
+		/* Parents of new and vanished folders: names changed. */
+		notify->inval_inode(mf_ino_folder(root, 0));
+		for (unsigned int i = 0; i < nhidden; i++) {
+			struct mf_folder f;
+
+			memset(&f, 0, sizeof(f));
+			if (mf_store_folder_get(hidden[i], &f) == 0) {
+				notify->delete_entry(mf_ino_folder(f.parent, 0),
+						     mf_ino_folder(f.id, 0),
+						     f.name);
+				notify->inval_inode(mf_ino_folder(f.parent, 0));
+			}
+			mf_folder_clear(&f);
+		}
+		for (unsigned int i = 0; i < n; i++) {
+			struct mf_folder f;
+
+			memset(&f, 0, sizeof(f));
+			if (mf_store_folder_get(listed[i], &f) == 0) {
+				notify->inval_entry(mf_ino_folder(f.parent, 0),
+						    f.name);
+				notify->inval_inode(mf_ino_folder(f.parent, 0));
+			}
+			mf_folder_clear(&f);
+		}
+	}
+	free(hidden);
+	free(listed);
+	return ret;
+}
+
+bool mf_store_folder_was_deleted(const char *account, const char *remote)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	bool gone = false;
+
+	if (!c)
+		return false;
+	s = meta_stmt(c, S_WAS_DELETED,
+		      "SELECT state FROM folder WHERE account = ? AND "
+		      "remote = ? ORDER BY state != 3, id LIMIT 1");
+	if (!s)
+		return false;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, remote, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		gone = sqlite3_column_int(s, 0) == MF_FOLDER_GONE;
+	sqlite3_reset(s);
+	return gone;
+}
+
+int mf_store_folder_known_count(int64_t folder, uint64_t *count_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_KNOWN_COUNT,
+		      "SELECT count(*) FROM message WHERE rfolder = ? AND "
+		      "ruid IS NOT NULL");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, folder);
+	*count_r = 0;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		*count_r = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	return 0;
+}
+
+/* ---- message changes ---- */
+
+struct pending_notify {
+	int kind;		/* 0 inval entry, 1 delete */
+	uint64_t parent;
+	uint64_t child;
+	char *name;
+};
+
+struct mf_sync_batch {
+	int64_t folder;
+	char *account;
+	struct mf_changes_info info;
+	struct meta_conn *c;	/* open write transaction or NULL */
+	int64_t gen;
+	unsigned int in_txn;
+	uint64_t listed;	/* changes seen */
+	uint64_t matched;	/* rows re-matched (reset) */
+	uint64_t known_before;
+	bool first_sync;	/* no rows before: skip per-entry notices */
+	unsigned int dirs_changed;	/* bits 1 << (dir + 1) */
+	struct pending_notify *notes;
+	unsigned int nnotes;
+	unsigned int ncreate_notes;
+	int error;
+};
+
+static void note(struct mf_sync_batch *b, int kind, uint64_t parent,
+		 uint64_t child, const char *name)
+{
+	b->notes = xrealloc(b->notes, (b->nnotes + 1) * sizeof(*b->notes));
+	b->notes[b->nnotes].kind = kind;
+	b->notes[b->nnotes].parent = parent;
+	b->notes[b->nnotes].child = child;
+	b->notes[b->nnotes].name = xstrdup(name);
+	b->nnotes++;
+}
+
+static void flush_notes(struct mf_sync_batch *b)
+{
+	const struct mf_notify_ops *n = meta_notify();
+
+	for (unsigned int i = 0; i < b->nnotes; i++) {
+		struct pending_notify *p = &b->notes[i];
+
+		if (n && p->kind == 1)
+			n->delete_entry(p->parent, p->child, p->name);
+		else if (n)
+			n->inval_entry(p->parent, p->name);
+		free(p->name);
+	}
+	b->nnotes = 0;
+	b->ncreate_notes = 0;
+	if (n) {
+		for (int d = 0; d < 3; d++) {
+			if (b->dirs_changed & (1u << (d + 1)))
+				n->inval_inode(mf_ino_folder(b->folder, d + 1));
+		}
+	}
+	b->dirs_changed = 0;
+}
+
+static int batch_txn(struct mf_sync_batch *b)
+{
+	if (b->c)
+		return 0;
+	b->c = meta_wbegin();
+	b->in_txn = 0;
+	return b->c ? 0 : -EIO;
+}
+
+static int batch_commit(struct mf_sync_batch *b)
+{
+	int ret;
+
+	if (!b->c)
+		return 0;
+	for (int d = 0; d < 3; d++) {
+		if (b->dirs_changed & (1u << (d + 1)))
+			meta_bump_mtime(b->c, b->folder, d + 1);
+	}
+	ret = meta_wend(b->c, 0);
+	b->c = NULL;
+	if (ret == 0)
+		flush_notes(b);
+	return ret;
+}
+
+int mf_sync_batch_begin(int64_t folder, const struct mf_changes_info *info,
+			struct mf_sync_batch **b_r)
+{
+	struct mf_sync_batch *b = xcalloc(1, sizeof(*b));
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c) {
+		free(b);
+		return -EIO;
+	}
+	b->folder = folder;
+	b->info = *info;
+	b->gen = mf_now_ns();
+	b->account = meta_folder_account(c, folder);
+	mf_store_folder_known_count(folder, &b->known_before);
+	b->first_sync = b->known_before == 0;
+	ret = batch_txn(b);
+	if (ret == 0 && info->reset) {
+		/*
+		 * The server renumbered the folder: every row it had loses
+		 * its id and waits to be matched by content.
+		 */
+		s = meta_stmt(b->c, S_RESET_FOLDER,
+			      "UPDATE message SET ruid = NULL, rfolder = 0, "
+			      "state = 6 WHERE rfolder = ? AND folder = ? AND "
+			      "state IN (0, 6)");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, folder);
+			sqlite3_bind_int64(s, 2, folder);
+			ret = meta_exec_stmt(b->c, s, "reset folder");
+		}
+		mf_notice("%s: folder %lld was renumbered by the server "
+			  "(UIDVALIDITY); matching %llu messages by content",
+			  b->account ? b->account : "?", (long long)folder,
+			  (unsigned long long)b->known_before);
+	}
+	if (ret < 0) {
+		if (b->c)
+			meta_wend(b->c, ret);
+		free(b->account);
+		free(b);
+		return ret;
+	}
+	*b_r = b;
+	return 0;
+}
+
+static void rename_for_flags(const struct mf_message *m, unsigned int flags,
+			     int *dir_r, char *buf, size_t size)
+{
+	struct mf_maildir_name n;
+	int dir = m->dir;
+
+	if (dir == MF_DIR_NEW && (flags & MF_FLAG_SEEN))
+		dir = MF_DIR_CUR;
+	if (mf_maildir_parse(m->name, &n) < 0 ||
+	    mf_maildir_format(n.uniq, flags, n.extra,
+			      n.has_info || dir == MF_DIR_CUR, buf, size) < 0)
+		snprintf(buf, size, "%s", m->name);
+	*dir_r = dir;
+}
+
+/* A server message matches an existing row: merge flags, rename. */
+static int apply_known(struct mf_sync_batch *b, struct mf_message *m,
+		       const struct mf_msg_info *info)
+{
+	unsigned int server = info->flags;
+	unsigned int local = m->flags;
+	unsigned int merged;
+	char name[MF_NAME_MAX + 1];
+	int dir = m->dir;
+	sqlite3_stmt *s;
+	int ret;
+
+	/* Bits changed locally since the base keep the local value. */
+	merged = (local & (local ^ m->base_flags)) |
+		 (server & ~(local ^ m->base_flags));
+	merged &= MF_FLAG_ALL;
+	snprintf(name, sizeof(name), "%s", m->name);
+	if (merged != local && m->dir != MF_DIR_GONE)
+		rename_for_flags(m, merged, &dir, name, sizeof(name));
+	s = meta_stmt(b->c, S_UPDATE_FLAGS,
+		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
+		      "dir = ?, name = ? WHERE id = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int(s, 1, (int)merged);
+	sqlite3_bind_int(s, 2, (int)server);
+	sqlite3_bind_int64(s, 3, b->gen);
+	sqlite3_bind_int(s, 4, dir);
+	sqlite3_bind_text(s, 5, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, m->id);
+	ret = meta_exec_stmt(b->c, s, "update flags");
+	if (ret < 0)
+		return ret;
+	if (dir != m->dir || strcmp(name, m->name) != 0) {
+		mf_debug(MF_DBG_SYNC, "sync: %s -> %s", m->name, name);
+		note(b, 0, mf_ino_folder(m->folder, m->dir + 1), 0, m->name);
+		note(b, 0, mf_ino_folder(m->folder, dir + 1), 0, name);
+		b->dirs_changed |= 1u << (m->dir + 1);
+		b->dirs_changed |= 1u << (dir + 1);
+	}
+	/* A local change still differs from the server: push it. */
+	if (merged != server && m->ruid &&
+	    !meta_queue_has_fresh(b->c, MF_OP_FLAGS, m->id) && b->account)
+		ret = meta_queue_push(b->c, b->account, MF_OP_FLAGS, m->id,
+				      m->folder, NULL);
+	return ret;
+}
+
+static int find_by_server(struct mf_sync_batch *b, const char *ruid,
+			  struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(b->c, S_BY_SERVER,
+				    "SELECT " MSG_COLS " FROM message WHERE "
+				    "rfolder = ? AND ruid = ?");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, b->folder);
+	sqlite3_bind_text(s, 2, ruid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "by server");
+}
+
+static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
+		      struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_MATCH,
+		"SELECT " MSG_COLS " FROM message m WHERE folder = ? AND "
+		"msgid IS ? AND size = ? AND dir != 2 AND "
+		"((ruid IS NULL AND (state = 6 OR (state = 2 AND EXISTS "
+		"(SELECT 1 FROM queue q WHERE q.message = m.id AND q.op = 2 "
+		"AND q.attempts > 0)) OR (state = 4 AND EXISTS (SELECT 1 "
+		"FROM queue q WHERE q.message = m.id AND q.op = 4)))) OR "
+		"(state = 3 AND rfolder != folder AND EXISTS (SELECT 1 FROM "
+		"queue q WHERE q.message = m.id AND q.op = 3 AND "
+		"q.attempts > 0))) "
+		"ORDER BY internaldate = ? DESC, id LIMIT 1");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, b->folder);
+	if (info->message_id)
+		sqlite3_bind_text(s, 2, info->message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, (int64_t)info->size);
+	sqlite3_bind_int64(s, 4, info->internaldate);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "match");
+}
+
+static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
+		      const char *ruid, int state)
+{
+	sqlite3_stmt *s = meta_stmt(c, S_SET_SERVER,
+				    "UPDATE message SET rfolder = ?, ruid = ?,"
+				    " state = ? WHERE id = ?");
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, rfolder);
+	if (ruid)
+		sqlite3_bind_text(s, 2, ruid, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, state);
+	sqlite3_bind_int64(s, 4, id);
+	return meta_exec_stmt(c, s, "set server");
+}
+
+static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
+{
+	char name[MF_NAME_MAX + 1];
+	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
+	int64_t id = meta_next_message_id(b->c);
+	sqlite3_stmt *s;
+	int ret;
+
+	if (id < 0)
+		return -EIO;
+	meta_server_name(id, info->internaldate, info->size, info->flags, dir,
+			 name, sizeof(name));
+	s = meta_stmt(b->c, S_INSERT_MSG,
+		      "INSERT INTO message (id, folder, dir, name, rfolder, "
+		      "ruid, flags, base_flags, size, internaldate, ctime, "
+		      "msgid, state, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
+		      "?, ?, ?, 0, ?)");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_int(s, 3, dir);
+	sqlite3_bind_text(s, 4, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 5, b->folder);
+	sqlite3_bind_text(s, 6, info->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 7, (int)(info->flags & MF_FLAG_ALL));
+	sqlite3_bind_int(s, 8, (int)(info->flags & MF_FLAG_ALL));
+	sqlite3_bind_int64(s, 9, (int64_t)info->size);
+	sqlite3_bind_int64(s, 10, info->internaldate);
+	sqlite3_bind_int64(s, 11, mf_now_ns());
+	if (info->message_id)
+		sqlite3_bind_text(s, 12, info->message_id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 13, b->gen);
+	ret = meta_exec_stmt(b->c, s, "insert message");
+	if (ret < 0)
+		return ret;
+	b->dirs_changed |= 1u << (dir + 1);
+	if (!b->first_sync && b->ncreate_notes < BATCH_MAX_CREATE_NOTIFY) {
+		/* Kill a negative dentry of the new name, if any. */
+		note(b, 0, mf_ino_folder(b->folder, dir + 1), 0, name);
+		b->ncreate_notes++;
+	}
+	return 0;
+}
+
+static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
+{
+	int ret;
+
+	switch (m->state) {
+	case MF_MSG_MOVING:
+		/*
+		 * Gone from where the move starts: moved already (by us
+		 * before a crash, or by someone), or expunged. The row waits
+		 * to be matched in its new folder.
+		 */
+		return set_server(b->c, m->id, 0, NULL, MF_MSG_MATCH);
+	case MF_MSG_DELETING:
+		return set_server(b->c, m->id, 0, NULL, MF_MSG_EXPUNGED);
+	default:
+		break;
+	}
+	ret = set_server(b->c, m->id, 0, NULL, MF_MSG_EXPUNGED);
+	if (ret < 0)
+		return ret;
+	if (m->dir != MF_DIR_GONE) {
+		sqlite3_stmt *s = meta_stmt(b->c, S_SET_GONE,
+					    "UPDATE message SET dir = 3, "
+					    "link_name = NULL WHERE id = ?");
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, m->id);
+		ret = meta_exec_stmt(b->c, s, "set gone");
+		note(b, 1, mf_ino_folder(m->folder, m->dir + 1),
+		     (uint64_t)m->id, m->name);
+		b->dirs_changed |= 1u << (m->dir + 1);
+	}
+	return ret;
+}
+
+int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
+{
+	struct mf_message m;
+	int ret;
+
+	if (b->error)
+		return b->error;
+	ret = batch_txn(b);
+	if (ret < 0)
+		return b->error = ret;
+	memset(&m, 0, sizeof(m));
+	b->listed++;
+	ret = find_by_server(b, ch->msg.id, &m);
+	if (ch->kind == MF_CHANGE_GONE) {
+		if (ret == 0)
+			ret = apply_gone(b, &m);
+		else if (ret == -ENOENT)
+			ret = 0;
+	} else if (ret == 0) {
+		ret = apply_known(b, &m, &ch->msg);
+	} else if (ret == -ENOENT && !ch->msg.has_meta) {
+		ret = 0;	/* flags of a message we never listed */
+	} else if (ret == -ENOENT) {
+		ret = find_match(b, &ch->msg, &m);
+		if (ret == 0) {
+			mf_debug(MF_DBG_SYNC, "sync: matched %s to row %lld",
+				 ch->msg.id, (long long)m.id);
+			b->matched++;
+			ret = set_server(b->c, m.id, b->folder, ch->msg.id,
+					 m.state == MF_MSG_DELETING
+						 ? MF_MSG_DELETING
+						 : MF_MSG_SYNCED);
+			if (ret == 0) {
+				/*
+				 * An upload carried the local flags, so they
+				 * are its base; a moved or renumbered
+				 * message keeps the base it had.
+				 */
+				if (m.state == MF_MSG_APPEND)
+					m.base_flags = m.flags;
+				free(m.ruid);
+				m.ruid = xstrdup(ch->msg.id);
+				ret = apply_known(b, &m, &ch->msg);
+			}
+		} else if (ret == -ENOENT) {
+			ret = insert_new(b, &ch->msg);
+		}
+	}
+	mf_message_clear(&m);
+	if (ret < 0)
+		return b->error = ret;
+	if (++b->in_txn >= BATCH_COMMIT_EVERY) {
+		ret = batch_commit(b);
+		if (ret < 0)
+			return b->error = ret;
+	}
+	return 0;
+}
+
+/* After a snapshot: rows the listing did not mention are gone. */
+static int sweep_unlisted(struct mf_sync_batch *b)
+{
+	sqlite3_stmt *s;
+	struct mf_message *gone = NULL;
+	unsigned int n = 0;
+	int ret = 0;
+
+	if (b->listed == 0 && b->known_before > 0) {
+		char *why = xasprintf(
+			"the server listed no messages where mailfs knows "
+			"%llu; nothing was removed",
+			(unsigned long long)b->known_before);
+		mf_warn("%s: folder %lld: %s", b->account ? b->account : "?",
+			(long long)b->folder, why);
+		s = meta_stmt(b->c, S_SET_HELD,
+			      "UPDATE folder SET held = ? WHERE id = ?");
+		if (s) {
+			sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, b->folder);
+			meta_exec_stmt(b->c, s, "set held");
+		}
+		free(why);
+		return 0;
+	}
+	if (b->info.reset && b->matched == 0 && b->known_before > 0) {
+		mf_warn("%s: folder %lld was renumbered and none of %llu known "
+			"messages matched; keeping them", b->account ? b->account
+								   : "?",
+			(long long)b->folder,
+			(unsigned long long)b->known_before);
+		return 0;
+	}
+	s = meta_stmt(b->c, S_UNLISTED,
+		      "SELECT " MSG_COLS " FROM message WHERE ((rfolder = ? "
+		      "AND ruid IS NOT NULL AND gen != ?) OR (folder = ? AND "
+		      "state = 6 AND ruid IS NULL AND ?))");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, b->folder);
+	sqlite3_bind_int64(s, 2, b->gen);
+	sqlite3_bind_int64(s, 3, b->folder);
+	sqlite3_bind_int(s, 4, b->info.reset);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		gone = xrealloc(gone, (n + 1) * sizeof(*gone));
+		meta_read_message(s, &gone[n]);
+		n++;
+	}
+	sqlite3_reset(s);
+	for (unsigned int i = 0; i < n; i++) {
+		if (ret == 0)
+			ret = apply_gone(b, &gone[i]);
+		mf_message_clear(&gone[i]);
+	}
+	free(gone);
+	return ret;
+}
+
+int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
+{
+	struct mf_sync_batch *b = *bp;
+	int ret = b->error;
+
+	*bp = NULL;
+	if (ret == 0 && ok) {
+		ret = batch_txn(b);
+		if (ret == 0 && b->info.snapshot)
+			ret = sweep_unlisted(b);
+		if (ret == 0 && cursor) {
+			sqlite3_stmt *s = meta_stmt(
+				b->c, S_SET_CURSOR,
+				"UPDATE folder SET cursor = ?, held = CASE "
+				"WHEN ? THEN held ELSE NULL END WHERE id = ?");
+			if (!s) {
+				ret = -EIO;
+			} else {
+				sqlite3_bind_text(s, 1, cursor, -1,
+						  SQLITE_STATIC);
+				sqlite3_bind_int(s, 2, b->listed == 0 &&
+							       b->known_before >
+								       0);
+				sqlite3_bind_int64(s, 3, b->folder);
+				ret = meta_exec_stmt(b->c, s, "set cursor");
+			}
+		}
+	}
+	if (b->c) {
+		if (ret == 0) {
+			ret = batch_commit(b);
+		} else {
+			meta_wend(b->c, ret);
+			b->c = NULL;
+		}
+	}
+	for (unsigned int i = 0; i < b->nnotes; i++)
+		free(b->notes[i].name);
+	free(b->notes);
+	free(b->account);
+	free(b);
+	return ret;
+}
+
+/* ---- the queue ---- */
+
+void mf_queue_entry_clear(struct mf_queue_entry *e)
+{
+	free(e->arg);
+	memset(e, 0, sizeof(*e));
+}
+
+int mf_store_queue_first(const char *account, struct mf_queue_entry *e)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_FIRST,
+		      "SELECT id, op, message, folder, arg, attempts, next_try"
+		      " FROM queue WHERE account = ? ORDER BY id LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		const unsigned char *arg = sqlite3_column_text(s, 4);
+
+		e->id = sqlite3_column_int64(s, 0);
+		e->op = sqlite3_column_int(s, 1);
+		e->message = sqlite3_column_int64(s, 2);
+		e->folder = sqlite3_column_int64(s, 3);
+		e->arg = arg ? xstrdup((const char *)arg) : NULL;
+		e->attempts = sqlite3_column_int(s, 5);
+		e->next_try = sqlite3_column_int64(s, 6);
+	}
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "queue first");
+}
+
+static int queue_update(unsigned int idx, const char *sql, int64_t entry,
+			int64_t arg, const char *text)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, idx, sql);
+	if (!s)
+		return meta_wend(c, -EIO);
+	sqlite3_bind_int64(s, 1, entry);
+	if (strstr(sql, "?2"))
+		sqlite3_bind_int64(s, 2, arg);
+	if (strstr(sql, "?3") && text)
+		sqlite3_bind_text(s, 3, text, -1, SQLITE_STATIC);
+	return meta_wend(c, meta_exec_stmt(c, s, "queue update"));
+}
+
+int mf_store_queue_attempt(int64_t entry)
+{
+	return queue_update(S_QUEUE_ATTEMPT,
+			    "UPDATE queue SET attempts = attempts + 1 "
+			    "WHERE id = ?1",
+			    entry, 0, NULL);
+}
+
+int mf_store_queue_done(int64_t entry)
+{
+	return queue_update(S_QUEUE_DONE, "DELETE FROM queue WHERE id = ?1",
+			    entry, 0, NULL);
+}
+
+int mf_store_queue_retry(int64_t entry, int64_t next_try_ms,
+			 const char *error)
+{
+	return queue_update(S_QUEUE_RETRY,
+			    "UPDATE queue SET next_try = ?2, last_error = ?3 "
+			    "WHERE id = ?1",
+			    entry, next_try_ms, error);
+}
+
+/* Make a hidden or moved row visible again where the server has it. */
+static int restore_row(struct meta_conn *c, const struct mf_message *m,
+		       int64_t folder, unsigned int flags)
+{
+	char name[MF_NAME_MAX + 1];
+	int dir = (flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
+	sqlite3_stmt *s;
+	int ret;
+
+	meta_server_name(m->id, m->internaldate, m->size, flags, dir, name,
+			 sizeof(name));
+	s = meta_stmt(c, S_UPDATE_FLAGS,
+		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
+		      "dir = ?, name = ? WHERE id = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int(s, 1, (int)flags);
+	sqlite3_bind_int(s, 2, (int)flags);
+	sqlite3_bind_int64(s, 3, 0);
+	sqlite3_bind_int(s, 4, dir);
+	sqlite3_bind_text(s, 5, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 6, m->id);
+	ret = meta_exec_stmt(c, s, "restore");
+	if (ret == 0) {
+		s = meta_stmt(c, S_RESTORE_PLACE,
+			      "UPDATE message SET folder = ?, state = 0 "
+			      "WHERE id = ?");
+		if (!s)
+			return -EIO;
+		sqlite3_bind_int64(s, 1, folder);
+		sqlite3_bind_int64(s, 2, m->id);
+		ret = meta_exec_stmt(c, s, "restore place");
+	}
+	if (ret == 0)
+		ret = meta_bump_mtime(c, folder, dir + 1);
+	return ret;
+}
+
+int mf_store_queue_failed(const struct mf_queue_entry *e, const char *error)
+{
+	struct meta_conn *c;
+	struct mf_message m;
+	int ret = 0;
+
+	memset(&m, 0, sizeof(m));
+	/* If the row is gone, m stays empty and only the entry goes. */
+	if (e->message)
+		mf_store_message_get(e->message, &m);
+	c = meta_wbegin();
+	if (!c) {
+		mf_message_clear(&m);
+		return -EIO;
+	}
+	switch (e->op) {
+	case MF_OP_FLAGS:
+		/* The server refused: show its flags again. */
+		if (m.id && m.ruid && m.dir != MF_DIR_GONE)
+			ret = restore_row(c, &m, m.folder, m.base_flags);
+		break;
+	case MF_OP_MOVE:
+		if (m.id && m.ruid && m.rfolder && m.dir != MF_DIR_GONE)
+			ret = restore_row(c, &m, m.rfolder, m.flags);
+		break;
+	case MF_OP_EXPUNGE:
+		if (m.id && m.ruid && m.rfolder)
+			ret = restore_row(c, &m, m.rfolder, m.base_flags);
+		break;
+	case MF_OP_APPEND:
+		/* Never lose it: it stays as a local-only message. */
+		break;
+	case MF_OP_MKDIR:
+		ret = meta_set_folder_state(c, e->folder, MF_FOLDER_GONE);
+		break;
+	case MF_OP_RMDIR:
+		ret = meta_set_folder_state(c, e->folder, MF_FOLDER_PRESENT);
+		break;
+	default:
+		break;
+	}
+	if (ret == 0) {
+		sqlite3_stmt *s = meta_stmt(c, S_QUEUE_DONE,
+					    "DELETE FROM queue WHERE id = ?1");
+		if (s) {
+			sqlite3_bind_int64(s, 1, e->id);
+			ret = meta_exec_stmt(c, s, "queue drop");
+		}
+	}
+	ret = meta_wend(c, ret);
+	mf_err("write-back of operation %d (message %lld, folder %lld) failed "
+	       "for good: %s", e->op, (long long)e->message,
+	       (long long)e->folder, error ? error : "unknown error");
+	if (meta_notify() && m.id) {
+		meta_notify()->inval_entry(mf_ino_folder(m.folder, m.dir + 1),
+					   m.name);
+		meta_notify()->inval_inode(mf_ino_folder(m.folder, m.dir + 1));
+	}
+	mf_message_clear(&m);
+	return ret;
+}
+
+/* ---- write-back results ---- */
+
+int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	int ret;
+
+	*more_r = false;
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0) {
+		s = meta_stmt(c, S_BASE_PUSHED,
+			      "UPDATE message SET base_flags = ? WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int(s, 1, (int)pushed);
+			sqlite3_bind_int64(s, 2, msg);
+			ret = meta_exec_stmt(c, s, "flags pushed");
+		}
+		*more_r = m.flags != pushed;
+	}
+	mf_message_clear(&m);
+	return meta_wend(c, ret == -ENOENT ? 0 : ret);
+}
+
+int mf_store_appended(int64_t msg, const char *ruid, const char *blob)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0)
+		ret = set_server(c, msg, ruid ? m.folder : 0, ruid,
+				 ruid ? MF_MSG_SYNCED : MF_MSG_MATCH);
+	if (ret == 0 && blob) {
+		s = meta_stmt(c, S_APPENDED_BLOB,
+			      "UPDATE message SET blob = ?, base_flags = flags"
+			      " WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_text(s, 1, blob, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, msg);
+			ret = meta_exec_stmt(c, s, "appended");
+		}
+	}
+	mf_message_clear(&m);
+	return meta_wend(c, ret);
+}
+
+int mf_store_moved(int64_t msg, const char *ruid)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0)
+		ret = set_server(c, msg, ruid ? m.folder : 0, ruid,
+				 ruid ? (m.state == MF_MSG_DELETING
+						 ? MF_MSG_DELETING
+						 : MF_MSG_SYNCED)
+				      : MF_MSG_MATCH);
+	mf_message_clear(&m);
+	return meta_wend(c, ret);
+}
+
+int mf_store_server_gone(int64_t msg)
+{
+	struct meta_conn *c = meta_wbegin();
+
+	if (!c)
+		return -EIO;
+	return meta_wend(c, set_server(c, msg, 0, NULL, MF_MSG_MATCH));
+}
+
+int mf_store_expunged(int64_t msg)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	ret = set_server(c, msg, 0, NULL, MF_MSG_EXPUNGED);
+	if (ret == 0) {
+		s = meta_stmt(c, S_SET_GONE,
+			      "UPDATE message SET dir = 3, link_name = NULL "
+			      "WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, msg);
+			ret = meta_exec_stmt(c, s, "expunged");
+		}
+	}
+	return meta_wend(c, ret);
+}
+
+int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
+		      bool *size_changed_r)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	int ret;
+
+	*size_changed_r = false;
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0) {
+		*size_changed_r = m.size != size;
+		s = meta_stmt(c, S_SET_BLOB_SIZE,
+			      "UPDATE message SET blob = ?, size = ? "
+			      "WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_text(s, 1, blob, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 2, (int64_t)size);
+			sqlite3_bind_int64(s, 3, msg);
+			ret = meta_exec_stmt(c, s, "set blob");
+		}
+		if (*size_changed_r)
+			mf_warn("message %lld: the server announced %llu "
+				"bytes and sent %llu", (long long)msg,
+				(unsigned long long)m.size,
+				(unsigned long long)size);
+	}
+	mf_message_clear(&m);
+	ret = meta_wend(c, ret);
+	if (ret == 0 && *size_changed_r && meta_notify())
+		meta_notify()->inval_inode((uint64_t)msg);
+	return ret;
+}
+
+int mf_store_folder_created(int64_t folder, const char *remote)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_FOLDER_REMOTE,
+		      "UPDATE folder SET remote = ?, state = CASE WHEN state ="
+		      " 1 THEN 0 ELSE state END WHERE id = ?");
+	if (!s)
+		return meta_wend(c, -EIO);
+	sqlite3_bind_text(s, 1, remote, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, folder);
+	ret = meta_exec_stmt(c, s, "folder created");
+	return meta_wend(c, ret);
+}
+
+int mf_store_folder_deleted(int64_t folder)
+{
+	struct meta_conn *c = meta_wbegin();
+
+	if (!c)
+		return -EIO;
+	return meta_wend(c, meta_set_folder_state(c, folder, MF_FOLDER_GONE));
+}
+
+int mf_store_folder_renamed(int64_t folder, const char *new_remote)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_folder f;
+	sqlite3_stmt *s;
+	char *old = NULL;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&f, 0, sizeof(f));
+	ret = mf_store_folder_get(folder, &f);
+	if (ret < 0)
+		return meta_wend(c, ret);
+	old = f.remote ? xstrdup(f.remote) : NULL;
+	s = meta_stmt(c, S_FOLDER_REMOTE,
+		      "UPDATE folder SET remote = ?, state = CASE WHEN state ="
+		      " 1 THEN 0 ELSE state END WHERE id = ?");
+	if (!s) {
+		ret = -EIO;
+		goto out;
+	}
+	sqlite3_bind_text(s, 1, new_remote, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, folder);
+	ret = meta_exec_stmt(c, s, "folder renamed");
+	if (ret == 0 && old) {
+		/*
+		 * The server renamed the children too: OLD<delim>rest is
+		 * now NEW<delim>rest. Descendants are found by local path,
+		 * which the local rename already rewrote.
+		 */
+		char *prefix = xasprintf("%s/", f.path);
+
+		s = meta_stmt(c, S_DESCENDANTS,
+			      "UPDATE folder SET remote = ?3 || substr(remote,"
+			      " ?2 + 1) WHERE account = ?4 AND "
+			      "substr(remote, 1, ?2) = ?1 AND "
+			      "substr(path, 1, length(?5)) = ?5");
+		if (!s) {
+			free(prefix);
+			ret = -EIO;
+			goto out;
+		}
+		sqlite3_bind_text(s, 1, old, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, (int64_t)strlen(old));
+		sqlite3_bind_text(s, 3, new_remote, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 4, f.account, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 5, prefix, -1, SQLITE_TRANSIENT);
+		free(prefix);
+		ret = meta_exec_stmt(c, s, "rename descendants");
+	}
+out:
+	free(old);
+	mf_folder_clear(&f);
+	return meta_wend(c, ret);
+}
