@@ -1,0 +1,1018 @@
+/*
+ * The sync engine (see mf_engine.h): the only code that calls both the
+ * backends (net/) and the store (cache/).
+ *
+ * Threads per account, each with its own backend session:
+ *
+ *   engine  loop { list folders and sync every folder when due (probe
+ *                  first: one round trip for an unchanged folder); sync
+ *                  the inbox when the push thread saw a change; run the
+ *                  queue entries that are due; sleep until the next due
+ *                  time or a kick }
+ *   push    loop { wait_push(INBOX) -> flag + wake the engine }
+ *   fetch   loop { take a body request, download into the blob store }
+ *
+ * Queue entries run strictly in order (an APPEND before the FLAGS of the
+ * same message, a CREATE before the MOVE into it). Before each attempt
+ * its attempt count is committed, so after a crash an entry that may
+ * have reached the server is recognised (DESIGN.md safety rule 2): an
+ * APPEND tried before is first looked for in a fresh listing of its
+ * folder, and a MOVE whose source is gone waits to be matched.
+ */
+#include "mf_backend.h"
+#include "mf_blob.h"
+#include "mf_config.h"
+#include "mf_engine.h"
+#include "mf_store.h"
+#include "mf_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define FETCH_THREADS 2
+#define BODY_MAX_SIZE (1ULL << 31)	/* 2 GiB: larger is not mail */
+#define PUSH_TIMEOUT_MS (25 * 60 * 1000)
+#define RETRY_MAX_MS (5 * 60 * 1000)
+
+struct fetch_req {
+	int64_t msg_id;
+	mf_fetch_cb *cb;
+	void *ctx;
+	struct fetch_req *next;
+};
+
+struct mf_engine {
+	const struct mf_config *cfg;
+	const struct mf_account *acct;
+	const struct mf_backend_ops *ops;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* engine thread wake-up */
+	pthread_cond_t fetch_cond;	/* fetch threads wake-up */
+	pthread_cond_t push_cond;	/* push thread back-off */
+	bool stop;			/* protected by lock */
+	bool kicked;			/* protected by lock */
+	bool inbox_changed;		/* protected by lock */
+	struct fetch_req *fetch_head;	/* protected by lock */
+	struct fetch_req *fetch_tail;	/* protected by lock */
+	char *state;			/* protected by lock; owned */
+
+	struct mf_backend *main_be;
+	struct mf_backend *push_be;
+	struct mf_backend *fetch_be[FETCH_THREADS];
+	pthread_t main_thread;
+	pthread_t push_thread;
+	pthread_t fetch_thread[FETCH_THREADS];
+	unsigned int nthreads_started;
+
+	struct mf_engine *next;		/* registry */
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mf_engine *registry;
+
+/* ---- small helpers ---- */
+
+static void set_state(struct mf_engine *e, const char *fmt, ...)
+	MF_PRINTF(2, 3);
+
+static void set_state(struct mf_engine *e, const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	bool changed;
+
+	va_start(ap, fmt);
+	s = xvasprintf(fmt, ap);
+	va_end(ap);
+	pthread_mutex_lock(&e->lock);
+	changed = !e->state || strcmp(e->state, s) != 0;
+	free(e->state);
+	e->state = s;
+	pthread_mutex_unlock(&e->lock);
+	if (changed)
+		mf_info("%s: %s", e->acct->name, s);
+}
+
+char *mf_engine_state(struct mf_engine *e)
+{
+	char *s;
+
+	pthread_mutex_lock(&e->lock);
+	s = xstrdup(e->state ? e->state : "starting");
+	pthread_mutex_unlock(&e->lock);
+	return s;
+}
+
+static bool stopping(struct mf_engine *e)
+{
+	bool s;
+
+	pthread_mutex_lock(&e->lock);
+	s = e->stop;
+	pthread_mutex_unlock(&e->lock);
+	return s;
+}
+
+/* Sleep up to ms, or until stop. Returns true when stopping. */
+static bool nap(struct mf_engine *e, pthread_cond_t *cond, int64_t ms)
+{
+	struct timespec ts;
+	bool s;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000;
+	if (ts.tv_nsec >= 1000000000) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&e->lock);
+	if (!e->stop)
+		pthread_cond_timedwait(cond, &e->lock, &ts);
+	s = e->stop;
+	pthread_mutex_unlock(&e->lock);
+	return s;
+}
+
+static int64_t now_ms(void)
+{
+	return mf_now_ns() / 1000000;
+}
+
+static int64_t backoff_ms(int attempts)
+{
+	int64_t ms = 1000;
+
+	for (int i = 1; i < attempts && ms < RETRY_MAX_MS; i++)
+		ms *= 2;
+	ms = MF_MIN(ms, RETRY_MAX_MS);
+	/* Jitter of up to a quarter, so that accounts do not march in step */
+	return ms + (int64_t)(random() % (ms / 4 + 1));
+}
+
+/* ---- syncing folders ---- */
+
+struct sync_ctx {
+	int64_t folder;
+	struct mf_sync_batch *batch;
+};
+
+static int sink_begin(void *ctx, const struct mf_changes_info *info)
+{
+	struct sync_ctx *sc = ctx;
+
+	if (sc->batch)
+		return 0;
+	return mf_sync_batch_begin(sc->folder, info, &sc->batch) < 0 ? -1 : 0;
+}
+
+static int sink_change(void *ctx, const struct mf_change *ch)
+{
+	struct sync_ctx *sc = ctx;
+
+	if (!sc->batch)
+		return -1;
+	return mf_sync_batch_change(sc->batch, ch) < 0 ? -1 : 0;
+}
+
+static enum mf_status sync_folder(struct mf_engine *e, struct mf_backend *be,
+				  const struct mf_folder *f, bool probe)
+{
+	struct mf_changes_hint hint = { .cursor = f->cursor };
+	struct mf_changes_sink sink = { sink_begin, sink_change, NULL };
+	struct sync_ctx sc = { .folder = f->id };
+	char *cursor = NULL, *err = NULL;
+	enum mf_status st;
+	int ret;
+
+	if (f->attrs & MF_FOLDER_NOSELECT)
+		return MF_OK;
+	if (!mf_account_folder_wanted(e->acct, f->path))
+		return MF_OK;
+	if (probe && f->cursor && e->ops->probe) {
+		bool changed = true;
+
+		st = e->ops->probe(be, f->remote, f->cursor, &changed, &err);
+		if (st == MF_OK && !changed)
+			return MF_OK;
+		free(err);
+		err = NULL;
+		if (st == MF_TEMP || st == MF_AUTH || st == MF_CANCELED)
+			return st;
+	}
+	mf_store_folder_known_count(f->id, &hint.known_count);
+	sink.ctx = &sc;
+	st = e->ops->fetch_changes(be, f->remote, &hint, &sink, &cursor, &err);
+	if (sc.batch) {
+		ret = mf_sync_batch_end(&sc.batch, cursor, st == MF_OK);
+		if (ret < 0 && st == MF_OK)
+			st = MF_TEMP;
+	}
+	if (st != MF_OK && st != MF_CANCELED)
+		mf_warn("%s: sync of %s failed: %s", e->acct->name, f->path,
+			err ? err : mf_status_str(st));
+	else
+		mf_debug(MF_DBG_SYNC, "%s: synced %s", e->acct->name, f->path);
+	free(cursor);
+	free(err);
+	return st;
+}
+
+struct list_ctx {
+	struct mf_remote_folder *folders;
+	unsigned int n;
+};
+
+static int collect_folder(void *ctx, const struct mf_remote_folder *f)
+{
+	struct list_ctx *lc = ctx;
+	struct mf_remote_folder *c;
+
+	lc->folders = xrealloc(lc->folders,
+			       (lc->n + 1) * sizeof(*lc->folders));
+	c = &lc->folders[lc->n++];
+	c->remote = xstrdup(f->remote);
+	c->path = xstrdup(f->path);
+	c->attrs = f->attrs;
+	return 0;
+}
+
+/*
+ * A folder mailfs deleted that a listing still shows: Dovecot (LAYOUT=fs)
+ * may list a deleted mailbox for a while. Bring it back only if the
+ * server can say something about it.
+ */
+static bool listed_but_deleted(struct mf_engine *e,
+			       const struct mf_remote_folder *f)
+{
+	char *err = NULL;
+	bool changed;
+	enum mf_status st;
+
+	if ((f->attrs & MF_FOLDER_NOSELECT) || !e->ops->probe ||
+	    !mf_store_folder_was_deleted(e->acct->name, f->remote))
+		return false;
+	st = e->ops->probe(e->main_be, f->remote, "0:0:0:0", &changed, &err);
+	free(err);
+	return st == MF_GONE || st == MF_PROTO;
+}
+
+static enum mf_status sync_folder_list(struct mf_engine *e)
+{
+	struct list_ctx lc = { NULL, 0 };
+	char *err = NULL;
+	enum mf_status st;
+
+	st = e->ops->list_folders(e->main_be, collect_folder, &lc, &err);
+	if (st == MF_OK) {
+		/* Excluded folders (folders = * !Junk) stay off the mount. */
+		unsigned int kept = 0;
+
+		for (unsigned int i = 0; i < lc.n; i++) {
+			if ((lc.folders[i].attrs & MF_FOLDER_INBOX) ||
+			    (mf_account_folder_wanted(e->acct,
+						      lc.folders[i].path) &&
+			     !listed_but_deleted(e, &lc.folders[i])))
+				lc.folders[kept++] = lc.folders[i];
+			else {
+				free((char *)lc.folders[i].remote);
+				free((char *)lc.folders[i].path);
+			}
+		}
+		lc.n = kept;
+		if (mf_store_apply_folder_list(e->acct->name, lc.folders,
+					       lc.n) < 0)
+			st = MF_TEMP;
+	} else if (st != MF_CANCELED) {
+		set_state(e, "cannot list folders: %s",
+			  err ? err : mf_status_str(st));
+	}
+	for (unsigned int i = 0; i < lc.n; i++) {
+		free((char *)lc.folders[i].remote);
+		free((char *)lc.folders[i].path);
+	}
+	free(lc.folders);
+	free(err);
+	return st;
+}
+
+static enum mf_status sync_all(struct mf_engine *e, bool probe)
+{
+	struct mf_folder *folders;
+	unsigned int n;
+	enum mf_status st;
+
+	st = sync_folder_list(e);
+	if (st != MF_OK)
+		return st;
+	if (mf_store_engine_folders(e->acct->name, &folders, &n) < 0)
+		return MF_TEMP;
+	for (unsigned int i = 0; i < n && st != MF_CANCELED; i++) {
+		enum mf_status fst = sync_folder(e, e->main_be, &folders[i],
+						 probe);
+		if (fst == MF_TEMP || fst == MF_AUTH || fst == MF_CANCELED) {
+			st = fst;
+			break;
+		}
+	}
+	mf_store_folders_free(folders, n);
+	return st;
+}
+
+/* Sync one folder by id (the inbox, or before an APPEND retry). */
+static enum mf_status sync_one(struct mf_engine *e, int64_t folder_id)
+{
+	struct mf_folder f;
+	enum mf_status st;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(folder_id, &f) < 0 || !f.remote) {
+		mf_folder_clear(&f);
+		return MF_OK;
+	}
+	st = sync_folder(e, e->main_be, &f, false);
+	mf_folder_clear(&f);
+	return st;
+}
+
+static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
+{
+	struct mf_folder *folders;
+	unsigned int n;
+	int64_t id = 0;
+
+	*remote_r = NULL;
+	if (mf_store_engine_folders(e->acct->name, &folders, &n) < 0)
+		return 0;
+	for (unsigned int i = 0; i < n; i++) {
+		if (folders[i].attrs & MF_FOLDER_INBOX) {
+			id = folders[i].id;
+			*remote_r = xstrdup(folders[i].remote);
+			break;
+		}
+	}
+	mf_store_folders_free(folders, n);
+	return id;
+}
+
+/* ---- write-back ---- */
+
+static enum mf_status run_flags(struct mf_engine *e,
+				const struct mf_message *m, char **err)
+{
+	struct mf_folder rf;
+	unsigned int want = m->flags, add, remove;
+	const char *ids[1];
+	enum mf_status st;
+	bool more = false;
+
+	if (!m->ruid || m->state == MF_MSG_EXPUNGED)
+		return MF_OK;	/* flags go up with the APPEND or match */
+	add = want & ~m->base_flags;
+	remove = m->base_flags & ~want;
+	if (!add && !remove)
+		return MF_OK;
+	memset(&rf, 0, sizeof(rf));
+	if (mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
+		mf_folder_clear(&rf);
+		return MF_OK;
+	}
+	ids[0] = m->ruid;
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1, add, remove,
+			       err);
+	mf_folder_clear(&rf);
+	if (st == MF_GONE)
+		return MF_OK;	/* expunged meanwhile: the delete wins */
+	if (st != MF_OK)
+		return st;
+	if (mf_store_flags_pushed(m->id, want, &more) < 0)
+		return MF_TEMP;
+	/* Changed again while we talked: the same entry runs again. */
+	return more ? MF_TEMP : MF_OK;
+}
+
+static enum mf_status run_append(struct mf_engine *e,
+				 const struct mf_queue_entry *q,
+				 struct mf_message *m, char **err)
+{
+	struct mf_append_info info;
+	struct mf_folder f;
+	char *path, *id = NULL;
+	char hash[MF_BLOB_HASH_LEN + 1];
+	uint64_t size;
+	enum mf_status st;
+	int fd;
+
+	if (q->attempts > 0 && !m->ruid) {
+		/* It may have arrived before a crash: look first. */
+		st = sync_one(e, m->folder);
+		if (st != MF_OK)
+			return st;
+		mf_message_clear(m);
+		if (mf_store_message_get(q->message, m) < 0)
+			return MF_OK;
+	}
+	path = mf_store_staging_path(m->id);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		*err = xasprintf("staging file %s: %s", path, strerror(errno));
+		free(path);
+		/* Nothing to send; there is nothing we could do later. */
+		return m->ruid ? MF_OK : MF_PROTO;
+	}
+	if (m->ruid || m->state == MF_MSG_EXPUNGED) {
+		st = MF_OK;	/* matched after a crash, or deleted */
+	} else {
+		memset(&f, 0, sizeof(f));
+		if (mf_store_folder_get(m->folder, &f) < 0 || !f.remote) {
+			/* Its folder is still being created: later. */
+			mf_folder_clear(&f);
+			close(fd);
+			free(path);
+			*err = xstrdup("the target folder does not exist on "
+				       "the server yet");
+			return MF_TEMP;
+		}
+		info.flags = m->flags;
+		info.internaldate = m->internaldate;
+		info.size = m->size;
+		st = e->ops->append(e->main_be, f.remote, fd, &info, &id, err);
+		mf_folder_clear(&f);
+		if (st == MF_OK)
+			mf_info("%s: uploaded %s", e->acct->name, m->name);
+	}
+	if (st == MF_OK && m->state != MF_MSG_EXPUNGED) {
+		if (mf_blob_import(fd, hash, &size) < 0) {
+			mf_warn("%s: could not cache the body of %s",
+				e->acct->name, m->name);
+			hash[0] = '\0';
+		}
+		if (m->ruid)
+			mf_store_appended(m->id, m->ruid,
+					  hash[0] ? hash : NULL);
+		else if (mf_store_appended(m->id, id, hash[0] ? hash : NULL) <
+			 0)
+			st = MF_TEMP;
+	}
+	close(fd);
+	if (st == MF_OK)
+		unlink(path);
+	free(path);
+	free(id);
+	return st;
+}
+
+static enum mf_status run_move(struct mf_engine *e, struct mf_message *m,
+			       char **err)
+{
+	struct mf_folder from, to;
+	char *id = NULL;
+	enum mf_status st;
+
+	if (!m->ruid || m->rfolder == m->folder)
+		return MF_OK;
+	if (m->dir == MF_DIR_GONE && m->state == MF_MSG_DELETING)
+		return MF_OK;	/* the EXPUNGE that follows removes it */
+	memset(&from, 0, sizeof(from));
+	memset(&to, 0, sizeof(to));
+	if (mf_store_folder_get(m->rfolder, &from) < 0 || !from.remote) {
+		st = MF_OK;
+		goto out;
+	}
+	if (mf_store_folder_get(m->folder, &to) < 0 || !to.remote) {
+		*err = xstrdup("the target folder does not exist on the "
+			       "server yet");
+		st = MF_TEMP;
+		goto out;
+	}
+	st = e->ops->move(e->main_be, from.remote, m->ruid, to.remote, &id,
+			  err);
+	if (st == MF_OK) {
+		if (mf_store_moved(m->id, id) < 0)
+			st = MF_TEMP;
+	} else if (st == MF_GONE) {
+		/* Moved before a crash, or expunged by someone: match it */
+		mf_store_server_gone(m->id);
+		st = MF_OK;
+	}
+out:
+	free(id);
+	mf_folder_clear(&from);
+	mf_folder_clear(&to);
+	return st;
+}
+
+static enum mf_status run_expunge(struct mf_engine *e, struct mf_message *m,
+				  char **err)
+{
+	struct mf_folder rf;
+	enum mf_status st;
+
+	if (!m->ruid) {
+		mf_store_expunged(m->id);
+		return MF_OK;
+	}
+	memset(&rf, 0, sizeof(rf));
+	if (mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
+		mf_folder_clear(&rf);
+		mf_store_expunged(m->id);
+		return MF_OK;
+	}
+	st = e->ops->expunge(e->main_be, rf.remote, m->ruid, err);
+	mf_folder_clear(&rf);
+	if (st == MF_OK || st == MF_GONE) {
+		if (mf_store_expunged(m->id) < 0)
+			return MF_TEMP;
+		return MF_OK;
+	}
+	return st;
+}
+
+static enum mf_status run_folder_op(struct mf_engine *e,
+				    const struct mf_queue_entry *q, char **err)
+{
+	struct mf_folder f;
+	char *remote = NULL;
+	enum mf_status st = MF_OK;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(q->folder, &f) < 0)
+		return MF_OK;
+	switch (q->op) {
+	case MF_OP_MKDIR:
+		if (f.remote)
+			break;
+		st = e->ops->create_folder(e->main_be, f.path, &remote, err);
+		if (st == MF_OK && mf_store_folder_created(f.id, remote) < 0)
+			st = MF_TEMP;
+		break;
+	case MF_OP_RMDIR: {
+		const char *name = q->arg ? q->arg : f.remote;
+
+		if (!name)
+			break;
+		st = e->ops->delete_folder(e->main_be, name, err);
+		if (st == MF_GONE)
+			st = MF_OK;
+		if (st == MF_OK && mf_store_folder_deleted(f.id) < 0)
+			st = MF_TEMP;
+		break;
+	}
+	case MF_OP_RENAME:
+		if (!q->arg)
+			break;
+		st = e->ops->rename_folder(e->main_be, q->arg, f.path, &remote,
+					   err);
+		if (st == MF_OK && mf_store_folder_renamed(f.id, remote) < 0)
+			st = MF_TEMP;
+		break;
+	default:
+		break;
+	}
+	free(remote);
+	mf_folder_clear(&f);
+	return st;
+}
+
+/*
+ * Run queue entries that are due. Returns the time (ms) at which the
+ * next one is due, 0 when the queue is empty, or -1 when the connection
+ * failed (the caller backs off).
+ */
+static int64_t drain_queue(struct mf_engine *e)
+{
+	for (;;) {
+		struct mf_queue_entry q;
+		struct mf_message m;
+		enum mf_status st;
+		char *err = NULL;
+
+		if (stopping(e))
+			return 0;
+		memset(&q, 0, sizeof(q));
+		if (mf_store_queue_first(e->acct->name, &q) < 0)
+			return 0;
+		if (q.next_try > now_ms()) {
+			int64_t due = q.next_try;
+			mf_queue_entry_clear(&q);
+			return due;
+		}
+		if (mf_store_queue_attempt(q.id) < 0) {
+			mf_queue_entry_clear(&q);
+			return -1;
+		}
+		memset(&m, 0, sizeof(m));
+		if (q.message && mf_store_message_get(q.message, &m) < 0) {
+			mf_store_queue_done(q.id);
+			mf_queue_entry_clear(&q);
+			continue;
+		}
+		switch (q.op) {
+		case MF_OP_FLAGS:
+			st = run_flags(e, &m, &err);
+			break;
+		case MF_OP_APPEND:
+			st = run_append(e, &q, &m, &err);
+			break;
+		case MF_OP_MOVE:
+			st = run_move(e, &m, &err);
+			break;
+		case MF_OP_EXPUNGE:
+			st = run_expunge(e, &m, &err);
+			break;
+		default:
+			st = run_folder_op(e, &q, &err);
+			break;
+		}
+		switch (st) {
+		case MF_OK:
+			mf_store_queue_done(q.id);
+			break;
+		case MF_TEMP:
+		case MF_AUTH:
+		case MF_CANCELED:
+			mf_store_queue_retry(q.id,
+					     now_ms() + backoff_ms(q.attempts +
+								   1),
+					     err ? err : mf_status_str(st));
+			if (err || st != MF_TEMP)
+				mf_debug(MF_DBG_QUEUE,
+					 "%s: will retry operation %d: %s",
+					 e->acct->name, q.op,
+					 err ? err : mf_status_str(st));
+			break;
+		default:
+			mf_store_queue_failed(&q, err ? err
+						      : mf_status_str(st));
+			break;
+		}
+		free(err);
+		mf_message_clear(&m);
+		mf_queue_entry_clear(&q);
+		if (st == MF_TEMP || st == MF_AUTH || st == MF_CANCELED)
+			return -1;
+	}
+}
+
+/* ---- threads ---- */
+
+static void *engine_main(void *arg)
+{
+	struct mf_engine *e = arg;
+	int64_t next_full = 0;
+	int failures = 0;
+	bool first = true;
+
+	while (!stopping(e)) {
+		int64_t now = now_ms(), wake, qdue;
+		bool inbox;
+		enum mf_status st = MF_OK;
+		struct timespec ts;
+
+		if (now >= next_full) {
+			st = sync_all(e, !first);
+			if (st == MF_OK) {
+				if (first || failures)
+					set_state(e, "connected, in sync");
+				first = false;
+				failures = 0;
+				next_full = now_ms() +
+					    (int64_t)e->acct->poll_interval *
+						    1000;
+			} else if (st != MF_CANCELED) {
+				failures++;
+				next_full = now_ms() + MF_MIN(backoff_ms(
+							      failures),
+							      (int64_t)e->acct
+									      ->poll_interval *
+								      1000);
+			}
+		}
+		pthread_mutex_lock(&e->lock);
+		inbox = e->inbox_changed;
+		e->inbox_changed = false;
+		e->kicked = false;
+		pthread_mutex_unlock(&e->lock);
+		if (inbox && !first) {
+			char *remote;
+			int64_t id = inbox_folder(e, &remote);
+
+			free(remote);
+			if (id)
+				sync_one(e, id);
+		}
+		/* The first full sync has to finish first (replay rule). */
+		qdue = first ? 0 : drain_queue(e);
+
+		wake = next_full;
+		if (qdue > 0)
+			wake = MF_MIN(wake, qdue);
+		if (qdue < 0)
+			wake = MF_MIN(wake, now_ms() + backoff_ms(++failures));
+		now = now_ms();
+		pthread_mutex_lock(&e->lock);
+		if (!e->stop && !e->kicked && !e->inbox_changed && wake > now) {
+			int64_t abs_ns = mf_now_ns() +
+					 (wake - now) * (int64_t)1000000;
+			ts.tv_sec = abs_ns / 1000000000;
+			ts.tv_nsec = abs_ns % 1000000000;
+			pthread_cond_timedwait(&e->cond, &e->lock, &ts);
+		}
+		pthread_mutex_unlock(&e->lock);
+	}
+	return NULL;
+}
+
+static void *engine_push(void *arg)
+{
+	struct mf_engine *e = arg;
+	int failures = 0;
+
+	while (!stopping(e)) {
+		char *remote = NULL, *err = NULL;
+		bool changed = false;
+		enum mf_status st;
+
+		if (!inbox_folder(e, &remote)) {
+			if (nap(e, &e->cond, 1000))
+				break;
+			continue;
+		}
+		st = e->ops->wait_push(e->push_be, remote, PUSH_TIMEOUT_MS,
+				       &changed, &err);
+		free(remote);
+		if (st == MF_OK) {
+			failures = 0;
+			if (changed) {
+				pthread_mutex_lock(&e->lock);
+				e->inbox_changed = true;
+				pthread_cond_broadcast(&e->cond);
+				pthread_mutex_unlock(&e->lock);
+			}
+		} else if (st != MF_CANCELED) {
+			mf_debug(MF_DBG_SYNC, "%s: push: %s", e->acct->name,
+				 err ? err : mf_status_str(st));
+			failures++;
+			free(err);
+			if (nap(e, &e->push_cond, backoff_ms(failures)))
+				break;
+			continue;
+		}
+		free(err);
+	}
+	return NULL;
+}
+
+static int fetch_body(struct mf_engine *e, struct mf_backend *be,
+		      int64_t msg_id)
+{
+	struct mf_message m;
+	struct mf_folder rf;
+	char hash[MF_BLOB_HASH_LEN + 1];
+	char *path = NULL, *err = NULL;
+	uint64_t size = 0;
+	enum mf_status st;
+	bool size_changed = false;
+	int fd, ret;
+
+	memset(&m, 0, sizeof(m));
+	memset(&rf, 0, sizeof(rf));
+	ret = mf_store_message_get(msg_id, &m);
+	if (ret < 0)
+		return ret;
+	fd = m.blob ? mf_blob_open(m.blob) : -ENOENT;
+	if (fd >= 0) {
+		close(fd);
+		goto out;	/* fetched meanwhile */
+	}
+	if (!m.ruid || mf_store_folder_get(m.rfolder, &rf) < 0 || !rf.remote) {
+		ret = -EIO;
+		goto out;
+	}
+	ret = mf_blob_tmp(&fd, &path);
+	if (ret < 0) {
+		mf_err("%s: cannot write to the cache: %s", e->acct->name,
+		       strerror(-ret));
+		goto out;
+	}
+	st = e->ops->fetch_body(be, rf.remote, m.ruid, fd, BODY_MAX_SIZE,
+				&size, &err);
+	if (st != MF_OK) {
+		mf_blob_abort(fd, path);
+		mf_warn("%s: cannot fetch %s: %s", e->acct->name, m.name,
+			err ? err : mf_status_str(st));
+		ret = st == MF_GONE ? -ENOENT : -EIO;
+		goto out;
+	}
+	ret = mf_blob_commit(fd, path, hash, &size);
+	if (ret < 0) {
+		mf_err("%s: cannot store the body of %s: %s", e->acct->name,
+		       m.name, strerror(-ret));
+		goto out;
+	}
+	ret = mf_store_set_blob(m.id, hash, size, &size_changed);
+out:
+	free(err);
+	free(path);
+	mf_folder_clear(&rf);
+	mf_message_clear(&m);
+	return ret;
+}
+
+struct fetch_thread_arg {
+	struct mf_engine *e;
+	unsigned int idx;
+};
+
+static void *engine_fetch(void *arg)
+{
+	struct fetch_thread_arg *fa = arg;
+	struct mf_engine *e = fa->e;
+	struct mf_backend *be = e->fetch_be[fa->idx];
+
+	free(fa);
+	for (;;) {
+		struct fetch_req *r;
+		int ret;
+
+		pthread_mutex_lock(&e->lock);
+		while (!e->stop && !e->fetch_head)
+			pthread_cond_wait(&e->fetch_cond, &e->lock);
+		if (e->stop && !e->fetch_head) {
+			pthread_mutex_unlock(&e->lock);
+			break;
+		}
+		r = e->fetch_head;
+		e->fetch_head = r->next;
+		if (!e->fetch_head)
+			e->fetch_tail = NULL;
+		pthread_mutex_unlock(&e->lock);
+
+		ret = stopping(e) ? -EIO : fetch_body(e, be, r->msg_id);
+		r->cb(r->ctx, ret);
+		free(r);
+	}
+	return NULL;
+}
+
+/* ---- public ---- */
+
+void mf_engine_fetch(struct mf_engine *e, int64_t msg_id, mf_fetch_cb *cb,
+		     void *ctx)
+{
+	struct fetch_req *r = xcalloc(1, sizeof(*r));
+
+	r->msg_id = msg_id;
+	r->cb = cb;
+	r->ctx = ctx;
+	pthread_mutex_lock(&e->lock);
+	if (e->stop) {
+		pthread_mutex_unlock(&e->lock);
+		free(r);
+		cb(ctx, -EIO);
+		return;
+	}
+	if (e->fetch_tail)
+		e->fetch_tail->next = r;
+	else
+		e->fetch_head = r;
+	e->fetch_tail = r;
+	pthread_cond_signal(&e->fetch_cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+void mf_engine_kick(struct mf_engine *e)
+{
+	pthread_mutex_lock(&e->lock);
+	e->kicked = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+struct mf_engine *mf_engine_find(const char *account)
+{
+	struct mf_engine *e;
+
+	pthread_mutex_lock(&registry_lock);
+	for (e = registry; e; e = e->next) {
+		if (strcmp(e->acct->name, account) == 0)
+			break;
+	}
+	pthread_mutex_unlock(&registry_lock);
+	return e;
+}
+
+const struct mf_account *mf_engine_account(struct mf_engine *e)
+{
+	return e->acct;
+}
+
+int mf_engine_start(const struct mf_config *cfg,
+		    const struct mf_account *acct, struct mf_engine **e_r,
+		    char **error_r)
+{
+	struct mf_engine *e;
+	const struct mf_backend_ops *ops = mf_backend_lookup(acct->type);
+	int ret;
+
+	if (!ops) {
+		*error_r = xasprintf("account %s: unknown type \"%s\"",
+				     acct->name, acct->type);
+		return -EINVAL;
+	}
+	e = xcalloc(1, sizeof(*e));
+	e->cfg = cfg;
+	e->acct = acct;
+	e->ops = ops;
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_cond_init(&e->cond, NULL);
+	pthread_cond_init(&e->fetch_cond, NULL);
+	pthread_cond_init(&e->push_cond, NULL);
+	ret = ops->create(acct, &e->main_be, error_r);
+	if (ret == 0 && ops->wait_push)
+		ret = ops->create(acct, &e->push_be, error_r);
+	for (unsigned int i = 0; i < FETCH_THREADS && ret == 0; i++)
+		ret = ops->create(acct, &e->fetch_be[i], error_r);
+	if (ret < 0) {
+		mf_engine_stop(&e);
+		return ret;
+	}
+	set_state(e, "connecting to %s", acct->host ? acct->host : "server");
+	pthread_create(&e->main_thread, NULL, engine_main, e);
+	if (e->push_be)
+		pthread_create(&e->push_thread, NULL, engine_push, e);
+	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+		struct fetch_thread_arg *fa = xmalloc(sizeof(*fa));
+
+		fa->e = e;
+		fa->idx = i;
+		pthread_create(&e->fetch_thread[i], NULL, engine_fetch, fa);
+	}
+	e->nthreads_started = 1;
+	pthread_mutex_lock(&registry_lock);
+	e->next = registry;
+	registry = e;
+	pthread_mutex_unlock(&registry_lock);
+	*e_r = e;
+	return 0;
+}
+
+void mf_engine_stop(struct mf_engine **ep)
+{
+	struct mf_engine *e = *ep;
+	struct mf_engine **pp;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	pthread_mutex_lock(&registry_lock);
+	for (pp = &registry; *pp; pp = &(*pp)->next) {
+		if (*pp == e) {
+			*pp = e->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&registry_lock);
+
+	pthread_mutex_lock(&e->lock);
+	e->stop = true;
+	pthread_cond_broadcast(&e->cond);
+	pthread_cond_broadcast(&e->fetch_cond);
+	pthread_cond_broadcast(&e->push_cond);
+	pthread_mutex_unlock(&e->lock);
+	if (e->main_be)
+		e->ops->interrupt(e->main_be);
+	if (e->push_be)
+		e->ops->interrupt(e->push_be);
+	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+		if (e->fetch_be[i])
+			e->ops->interrupt(e->fetch_be[i]);
+	}
+	if (e->nthreads_started) {
+		pthread_join(e->main_thread, NULL);
+		if (e->push_be)
+			pthread_join(e->push_thread, NULL);
+		for (unsigned int i = 0; i < FETCH_THREADS; i++)
+			pthread_join(e->fetch_thread[i], NULL);
+	}
+	if (e->main_be)
+		e->ops->destroy(e->main_be);
+	if (e->push_be)
+		e->ops->destroy(e->push_be);
+	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+		if (e->fetch_be[i])
+			e->ops->destroy(e->fetch_be[i]);
+	}
+	free(e->state);
+	pthread_mutex_destroy(&e->lock);
+	pthread_cond_destroy(&e->cond);
+	pthread_cond_destroy(&e->fetch_cond);
+	pthread_cond_destroy(&e->push_cond);
+	free(e);
+}
