@@ -1,0 +1,31 @@
+/*
+ * Internals of the file system side: the FUSE operations table and the
+ * notifier thread.
+ */
+#ifndef MF_FS_H
+#define MF_FS_H
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+#include "mf_config.h"
+
+struct mf_fs_options {
+	const struct mf_config *cfg;
+	double entry_timeout;	/* seconds for immutable names */
+	double attr_timeout;	/* seconds for messages */
+	double dir_attr_timeout;	/* seconds for directories */
+};
+
+extern const struct fuse_lowlevel_ops mf_fs_ops;
+
+/* Set before the session runs. */
+void mf_fs_init(const struct mf_fs_options *opts);
+void mf_fs_deinit(void);
+
+/* The notifier: one thread issues every fuse_lowlevel_notify_* call. */
+void mf_notifier_start(struct fuse_session *se);
+void mf_notifier_stop(void);
+const struct mf_notify_ops *mf_notifier_ops(void);
+
+#endif

@@ -1,0 +1,1173 @@
+/*
+ * The FUSE low-level operations.
+ *
+ * Every handler answers from the store (SQLite) and the blob store; none
+ * touches the network. The one request that may need the network, open()
+ * of a message whose body is not cached yet, hands its request to the
+ * account's fetch threads and is answered later from there, or with EIO
+ * by the reaper when fetch_timeout passes, or with EINTR when the caller
+ * gives up (the fetch still lands in the cache).
+ *
+ * The tree:
+ *   /                      accounts (configured ones)
+ *   /ACCOUNT/...           folders, nested by the server's hierarchy
+ *   /ACCOUNT/F/{cur,new,tmp}  the Maildir of a selectable folder
+ * Inode numbers: see mf_store.h.
+ */
+#include "fs.h"
+#include "mf_blob.h"
+#include "mf_engine.h"
+#include "mf_names.h"
+#include "mf_store.h"
+#include "mf_util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+#define DIR_OFF_BASE 16		/* readdir offsets above "." ".." cur new tmp */
+
+static struct mf_fs_options fsopt;
+
+/* An open file: a message body or a staging file being written. */
+struct handle {
+	int fd;
+	int64_t msg;
+	bool writable;		/* a tmp/ file being delivered */
+};
+
+/* ---- pending opens (body fetches) ---- */
+
+struct pending_open {
+	pthread_mutex_t lock;
+	fuse_req_t req;
+	struct fuse_file_info fi;
+	int64_t msg;
+	int64_t deadline_ms;
+	bool done;		/* protected by lock: replied */
+	int refs;		/* protected by pending_lock */
+	struct pending_open *next;	/* reaper list */
+};
+
+static pthread_mutex_t pending_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t pending_cond = PTHREAD_COND_INITIALIZER;
+static struct pending_open *pending_list;	/* protected by pending_lock */
+static bool reaper_stop;			/* protected by pending_lock */
+static pthread_t reaper_thread;
+static bool reaper_running;
+
+static void pending_unref(struct pending_open *p)
+{
+	bool last;
+
+	pthread_mutex_lock(&pending_lock);
+	last = --p->refs == 0;
+	pthread_mutex_unlock(&pending_lock);
+	if (last) {
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+	}
+}
+
+static void pending_unlist(struct pending_open *p)
+{
+	struct pending_open **pp;
+
+	pthread_mutex_lock(&pending_lock);
+	for (pp = &pending_list; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			p->refs--;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&pending_lock);
+}
+
+/* ---- attributes ---- */
+
+static void fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
+		     int64_t ctime_ns, nlink_t nlink)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_mode = S_IFDIR | 0700;
+	st->st_nlink = nlink;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_size = 4096;
+	st->st_blksize = 4096;
+	st->st_mtim.tv_sec = mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = mtime_ns % 1000000000;
+	st->st_ctim = st->st_mtim;
+	st->st_atim = st->st_mtim;
+	(void)ctime_ns;
+}
+
+static unsigned int subdir_count(const struct mf_folder *f)
+{
+	unsigned int n = 0;
+
+	for (int i = 0; i < 3; i++)
+		n += (f->subdirs >> i) & 1;
+	return n;
+}
+
+static bool folder_shows_subdir(const struct mf_folder *f, int sub)
+{
+	return (f->subdirs & (1u << (sub - 1))) != 0 &&
+	       !(f->attrs & MF_FOLDER_NOSELECT) &&
+	       f->state != MF_FOLDER_VIRTUAL;
+}
+
+static bool account_configured(const char *name)
+{
+	for (unsigned int i = 0; i < fsopt.cfg->account_count; i++) {
+		if (strcmp(fsopt.cfg->accounts[i].name, name) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool folder_visible(const struct mf_folder *f)
+{
+	return f->state == MF_FOLDER_PRESENT ||
+	       f->state == MF_FOLDER_CREATING ||
+	       f->state == MF_FOLDER_VIRTUAL;
+}
+
+static void fill_message(struct stat *st, const struct mf_message *m)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = (ino_t)m->id;
+	st->st_mode = S_IFREG | 0600;
+	st->st_nlink = m->dir == MF_DIR_GONE ? 0 : (m->link_name ? 2 : 1);
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_size = (off_t)m->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((m->size + 511) / 512);
+	st->st_mtim.tv_sec = m->internaldate;
+	st->st_atim = st->st_mtim;
+	st->st_ctim.tv_sec = m->ctime / 1000000000;
+	st->st_ctim.tv_nsec = m->ctime % 1000000000;
+	if (m->state == MF_MSG_TMP) {
+		/* Being written: the staging file knows its size. */
+		char *path = mf_store_staging_path(m->id);
+		struct stat sst;
+
+		if (stat(path, &sst) == 0) {
+			st->st_size = sst.st_size;
+			st->st_blocks = sst.st_blocks;
+		}
+		free(path);
+	}
+}
+
+/* Attributes of any inode. Returns 0 or -errno; *timeout_r for replies. */
+static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
+{
+	int64_t id;
+	int sub;
+	int ret;
+
+	*timeout_r = fsopt.dir_attr_timeout;
+	switch (mf_ino_decode(ino, &id, &sub)) {
+	case MF_INO_KIND_ROOT:
+		fill_dir(st, ino, 0, 0, 2 + fsopt.cfg->account_count);
+		return 0;
+	case MF_INO_KIND_FOLDER:
+	case MF_INO_KIND_SUBDIR: {
+		struct mf_folder f;
+
+		memset(&f, 0, sizeof(f));
+		ret = mf_store_folder_get(id, &f);
+		if (ret < 0)
+			return ret;
+		if (!folder_visible(&f) && f.parent != 0) {
+			mf_folder_clear(&f);
+			return -ENOENT;
+		}
+		if (sub == 0)
+			fill_dir(st, ino, f.mtime[0], f.ctime,
+				 2 + f.nchildren + subdir_count(&f));
+		else
+			fill_dir(st, ino, f.mtime[sub], f.ctime, 2);
+		mf_folder_clear(&f);
+		return 0;
+	}
+	case MF_INO_KIND_MESSAGE: {
+		struct mf_message m;
+
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_get(id, &m);
+		if (ret < 0)
+			return ret;
+		fill_message(st, &m);
+		*timeout_r = m.state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+		mf_message_clear(&m);
+		return 0;
+	}
+	}
+	return -ENOENT;
+}
+
+static int entry_for(fuse_ino_t ino, struct fuse_entry_param *e)
+{
+	double timeout;
+	int ret;
+
+	memset(e, 0, sizeof(*e));
+	ret = do_getattr(ino, &e->attr, &timeout);
+	if (ret < 0)
+		return ret;
+	e->ino = ino;
+	e->attr_timeout = timeout;
+	e->entry_timeout = S_ISDIR(e->attr.st_mode) ? fsopt.dir_attr_timeout
+						    : fsopt.entry_timeout;
+	return 0;
+}
+
+/* ---- lookup ---- */
+
+static int sub_of_name(const char *name)
+{
+	if (strcmp(name, "cur") == 0)
+		return 1;
+	if (strcmp(name, "new") == 0)
+		return 2;
+	if (strcmp(name, "tmp") == 0)
+		return 3;
+	return 0;
+}
+
+/* Resolve name in directory parent to an inode number. */
+static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
+{
+	int64_t id;
+	int sub;
+	int ret;
+
+	switch (mf_ino_decode(parent, &id, &sub)) {
+	case MF_INO_KIND_ROOT: {
+		struct mf_folder f;
+
+		memset(&f, 0, sizeof(f));
+		if (!account_configured(name))
+			return -ENOENT;
+		ret = mf_store_folder_lookup(0, name, &f);
+		if (ret == 0)
+			*ino_r = mf_ino_folder(f.id, 0);
+		mf_folder_clear(&f);
+		return ret;
+	}
+	case MF_INO_KIND_FOLDER: {
+		struct mf_folder f;
+		int s = sub_of_name(name);
+
+		memset(&f, 0, sizeof(f));
+		if (s) {
+			ret = mf_store_folder_get(id, &f);
+			if (ret == 0 && !folder_shows_subdir(&f, s))
+				ret = -ENOENT;
+			if (ret == 0)
+				*ino_r = mf_ino_folder(id, s);
+		} else {
+			ret = mf_store_folder_lookup(id, name, &f);
+			if (ret == 0)
+				*ino_r = mf_ino_folder(f.id, 0);
+		}
+		mf_folder_clear(&f);
+		return ret;
+	}
+	case MF_INO_KIND_SUBDIR: {
+		struct mf_message m;
+
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_lookup(id, sub - 1, name, &m);
+		if (ret == 0)
+			*ino_r = (fuse_ino_t)m.id;
+		mf_message_clear(&m);
+		return ret;
+	}
+	case MF_INO_KIND_MESSAGE:
+		return -ENOTDIR;
+	}
+	return -ENOENT;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	fuse_ino_t ino;
+	int ret;
+
+	ret = resolve(parent, name, &ino);
+	if (ret == 0)
+		ret = entry_for(ino, &e);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	/* Inodes are rows that outlive the kernel's references. */
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	double timeout;
+	int ret = do_getattr(ino, &st, &timeout);
+
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_attr(req, &st, timeout);
+}
+
+/* The account of a folder or subdir inode, for kicking its engine. */
+static void kick_folder(int64_t folder)
+{
+	struct mf_folder f;
+	struct mf_engine *e;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(folder, &f) == 0) {
+		e = mf_engine_find(f.account);
+		if (e)
+			mf_engine_kick(e);
+	}
+	mf_folder_clear(&f);
+}
+
+static enum mf_delete_policy folder_delete_policy(int64_t folder)
+{
+	struct mf_folder f;
+	struct mf_engine *e;
+	enum mf_delete_policy p = MF_DELETE_TRASH;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(folder, &f) == 0) {
+		e = mf_engine_find(f.account);
+		if (e)
+			p = mf_engine_account(e)->delete_policy;
+	}
+	mf_folder_clear(&f);
+	return p;
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int to_set, struct fuse_file_info *fi)
+{
+	int64_t id;
+	int sub;
+	int ret = 0;
+
+	if (mf_ino_decode(ino, &id, &sub) == MF_INO_KIND_MESSAGE) {
+		struct mf_message m;
+
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_get(id, &m);
+		if (ret == 0 && (to_set & FUSE_SET_ATTR_SIZE)) {
+			if (m.state != MF_MSG_TMP) {
+				ret = -EPERM;	/* delivered mail is fixed */
+			} else {
+				char *path = mf_store_staging_path(id);
+				if (truncate(path, attr->st_size) < 0)
+					ret = -errno;
+				free(path);
+			}
+		}
+		if (ret == 0 && (to_set & (FUSE_SET_ATTR_MTIME |
+					   FUSE_SET_ATTR_MTIME_NOW))) {
+			int64_t t = (to_set & FUSE_SET_ATTR_MTIME_NOW)
+					    ? mf_now_ns() / 1000000000
+					    : attr->st_mtim.tv_sec;
+			ret = mf_store_set_mtime(id, t);
+		}
+		/* Modes, owners and atimes are not kept: accepted, as on
+		 * file systems without them (vfat), so tools do not fail. */
+		mf_message_clear(&m);
+	}
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	op_getattr(req, ino, fi);
+}
+
+/* ---- directories ---- */
+
+struct dir_fill {
+	fuse_req_t req;
+	char *buf;
+	size_t size;
+	size_t used;
+	bool plus;
+};
+
+static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
+		     bool is_dir, off_t next_off)
+{
+	size_t need;
+
+	if (d->plus) {
+		struct fuse_entry_param e;
+
+		if (entry_for(ino, &e) < 0)
+			return 0;	/* vanished meanwhile: skip */
+		need = fuse_add_direntry_plus(d->req, NULL, 0, name, NULL, 0);
+		if (d->used + need > d->size)
+			return 1;
+		fuse_add_direntry_plus(d->req, d->buf + d->used,
+				       d->size - d->used, name, &e, next_off);
+	} else {
+		struct stat st;
+
+		memset(&st, 0, sizeof(st));
+		st.st_ino = ino;
+		st.st_mode = is_dir ? S_IFDIR : S_IFREG;
+		need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
+		if (d->used + need > d->size)
+			return 1;
+		fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used,
+				  name, &st, next_off);
+	}
+	d->used += need;
+	return 0;
+}
+
+struct list_adapter {
+	struct dir_fill *d;
+	bool root;
+};
+
+static int list_cb(void *ctx, const char *name, uint64_t ino, bool is_dir,
+		   uint64_t next_cookie)
+{
+	struct list_adapter *la = ctx;
+
+	if (la->root && !account_configured(name))
+		return 0;
+	return add_entry(la->d, name, ino, is_dir,
+			 (off_t)(DIR_OFF_BASE + next_cookie));
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       bool plus)
+{
+	struct dir_fill d = { req, NULL, size, 0, plus };
+	struct list_adapter la = { &d, false };
+	struct mf_folder f;
+	int64_t id;
+	int sub;
+	int ret = 0;
+	enum mf_ino_kind kind = mf_ino_decode(ino, &id, &sub);
+
+	memset(&f, 0, sizeof(f));
+	if (kind == MF_INO_KIND_MESSAGE) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	if (kind != MF_INO_KIND_ROOT) {
+		ret = mf_store_folder_get(id, &f);
+		if (ret < 0) {
+			fuse_reply_err(req, -ret);
+			return;
+		}
+	}
+	d.buf = xmalloc(size);
+	if (off < 1 && add_entry(&d, ".", ino, true, 1))
+		goto reply;
+	if (off < 2 && add_entry(&d, "..", kind == MF_INO_KIND_ROOT ? ino
+				 : kind == MF_INO_KIND_SUBDIR
+					 ? mf_ino_folder(id, 0)
+				 : f.parent ? mf_ino_folder(f.parent, 0)
+					    : MF_INO_ROOT,
+				 true, 2))
+		goto reply;
+	if (kind == MF_INO_KIND_FOLDER) {
+		static const char *const subs[] = { "cur", "new", "tmp" };
+
+		for (int s = 1; s <= 3; s++) {
+			if (off < 2 + s && folder_shows_subdir(&f, s) &&
+			    add_entry(&d, subs[s - 1], mf_ino_folder(id, s),
+				      true, 2 + s))
+				goto reply;
+		}
+	}
+	{
+		uint64_t cookie = off > DIR_OFF_BASE
+					  ? (uint64_t)(off - DIR_OFF_BASE)
+					  : 0;
+
+		switch (kind) {
+		case MF_INO_KIND_ROOT:
+			la.root = true;
+			ret = mf_store_list_folders(0, cookie, list_cb, &la);
+			break;
+		case MF_INO_KIND_FOLDER:
+			ret = mf_store_list_folders(id, cookie, list_cb, &la);
+			break;
+		case MF_INO_KIND_SUBDIR:
+			ret = mf_store_list_messages(id, sub - 1, cookie,
+						     list_cb, &la);
+			break;
+		default:
+			break;
+		}
+	}
+reply:
+	if (ret < 0 && d.used == 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+	mf_folder_clear(&f);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, true);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct fuse_entry_param e;
+	int64_t id, newid;
+	int sub;
+	int ret;
+
+	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_FOLDER) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	sub = sub_of_name(name);
+	if (sub) {
+		ret = mf_store_mksubdir(id, sub);
+		newid = id;
+	} else {
+		ret = mf_store_mkdir(id, name, &newid);
+		sub = 0;
+		if (ret == 0)
+			kick_folder(id);
+	}
+	if (ret == 0)
+		ret = entry_for(mf_ino_folder(newid, sub), &e);
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int64_t id;
+	int sub;
+	int ret;
+
+	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_FOLDER) {
+		fuse_reply_err(req, parent == MF_INO_ROOT ? EPERM : ENOTDIR);
+		return;
+	}
+	sub = sub_of_name(name);
+	if (sub) {
+		ret = mf_store_rmsubdir(id, sub);
+	} else {
+		ret = mf_store_rmdir(id, name);
+		if (ret == 0)
+			kick_folder(id);
+	}
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+/* ---- messages ---- */
+
+/* Size of a tmp/ message from its staging file. */
+static uint64_t staging_size(int64_t msg)
+{
+	char *path = mf_store_staging_path(msg);
+	struct stat st;
+	uint64_t size = 0;
+
+	if (stat(path, &st) == 0)
+		size = (uint64_t)st.st_size;
+	free(path);
+	return size;
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct fuse_entry_param e;
+	struct mf_message m;
+	struct handle *h;
+	char *path;
+	int64_t id;
+	int sub, fd, ret;
+
+	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_SUBDIR ||
+	    sub != 3) {
+		/* Mail is delivered through tmp/ only (Maildir's rule). */
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (strlen(name) > MF_NAME_MAX || strchr(name, '/')) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_tmp_create(id, name, mf_now_ns(), &m);
+	if (ret < 0) {
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	path = mf_store_staging_path(m.id);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	free(path);
+	if (fd < 0) {
+		ret = -errno;
+		mf_err("cannot create a staging file for %s: %s", name,
+		       strerror(errno));
+		mf_store_unlink_message(id, MF_DIR_TMP, name, MF_DELETE_EXPUNGE);
+		mf_message_clear(&m);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	ret = entry_for((fuse_ino_t)m.id, &e);
+	if (ret < 0) {
+		close(fd);
+		mf_message_clear(&m);
+		fuse_reply_err(req, -ret);
+		return;
+	}
+	h = xcalloc(1, sizeof(*h));
+	h->fd = fd;
+	h->msg = m.id;
+	h->writable = true;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	fi->direct_io = 0;
+	mf_message_clear(&m);
+	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+		close(fd);
+		free(h);
+	}
+}
+
+static void reply_opened(fuse_req_t req, struct fuse_file_info *fi, int fd,
+			 int64_t msg, bool writable)
+{
+	struct handle *h = xcalloc(1, sizeof(*h));
+
+	h->fd = fd;
+	h->msg = msg;
+	h->writable = writable;
+	fi->fh = (uint64_t)(uintptr_t)h;
+	/* Bodies never change once stored: keep the page cache. */
+	fi->keep_cache = !writable;
+	if (fuse_reply_open(req, fi) == -ENOENT) {
+		close(fd);
+		free(h);
+	}
+}
+
+/* Open what already exists locally: -EAGAIN means "fetch first". */
+static int open_local(const struct mf_message *m, int flags, int *fd_r,
+		      bool *writable_r)
+{
+	int accmode = flags & O_ACCMODE;
+	char *path;
+	int fd;
+
+	*writable_r = false;
+	if (m->state == MF_MSG_TMP) {
+		path = mf_store_staging_path(m->id);
+		fd = open(path, (accmode == O_RDONLY ? O_RDONLY : O_RDWR) |
+					(flags & O_TRUNC) | O_CLOEXEC);
+		free(path);
+		if (fd < 0)
+			return -errno;
+		*writable_r = accmode != O_RDONLY;
+		*fd_r = fd;
+		return 0;
+	}
+	if (accmode != O_RDONLY || (flags & O_TRUNC))
+		return -EPERM;	/* delivered messages are immutable */
+	if (m->blob) {
+		fd = mf_blob_open(m->blob);
+		if (fd >= 0) {
+			*fd_r = fd;
+			return 0;
+		}
+	}
+	if (m->state == MF_MSG_APPEND || !m->ruid) {
+		/* Not on the server (yet): the staging file has it. */
+		path = mf_store_staging_path(m->id);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		free(path);
+		if (fd >= 0) {
+			*fd_r = fd;
+			return 0;
+		}
+		if (!m->ruid)
+			return -EIO;
+	}
+	return -EAGAIN;
+}
+
+static void fetch_done(void *ctx, int err)
+{
+	struct pending_open *p = ctx;
+	struct mf_message m;
+	int fd = -1;
+	bool writable;
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->done) {
+		memset(&m, 0, sizeof(m));
+		if (err == 0)
+			err = mf_store_message_get(p->msg, &m);
+		if (err == 0) {
+			err = open_local(&m, p->fi.flags, &fd, &writable);
+			if (err == -EAGAIN)
+				err = -EIO;
+		}
+		mf_message_clear(&m);
+		p->done = true;
+		if (err == 0)
+			reply_opened(p->req, &p->fi, fd, p->msg, false);
+		else
+			fuse_reply_err(p->req, err == -ENOENT ? ENOENT : EIO);
+	}
+	pthread_mutex_unlock(&p->lock);
+	pending_unlist(p);
+	pending_unref(p);
+}
+
+static void open_interrupted(fuse_req_t req, void *data)
+{
+	struct pending_open *p = data;
+
+	pthread_mutex_lock(&p->lock);
+	if (!p->done) {
+		p->done = true;
+		fuse_reply_err(p->req, EINTR);
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *reaper_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&pending_lock);
+	while (!reaper_stop) {
+		struct timespec ts;
+		int64_t now = mf_mono_ms();
+		int64_t abs_ns;
+
+		for (struct pending_open *p = pending_list; p; p = p->next) {
+			if (p->deadline_ms > now)
+				continue;
+			pthread_mutex_lock(&p->lock);
+			if (!p->done) {
+				p->done = true;
+				mf_warn("reading message %lld: no answer from "
+					"the server within %u s",
+					(long long)p->msg,
+					fsopt.cfg->fetch_timeout);
+				fuse_reply_err(p->req, EIO);
+			}
+			pthread_mutex_unlock(&p->lock);
+		}
+		abs_ns = mf_now_ns() + 200 * 1000000LL;
+		ts.tv_sec = abs_ns / 1000000000;
+		ts.tv_nsec = abs_ns % 1000000000;
+		pthread_cond_timedwait(&pending_cond, &pending_lock, &ts);
+	}
+	pthread_mutex_unlock(&pending_lock);
+	return NULL;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct mf_message m;
+	struct mf_folder f;
+	struct mf_engine *e = NULL;
+	struct pending_open *p;
+	int64_t id;
+	int sub, fd = -1, ret;
+	bool writable;
+
+	if (mf_ino_decode(ino, &id, &sub) != MF_INO_KIND_MESSAGE) {
+		fuse_reply_err(req, EISDIR);
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	memset(&f, 0, sizeof(f));
+	ret = mf_store_message_get(id, &m);
+	if (ret == 0)
+		ret = open_local(&m, fi->flags, &fd, &writable);
+	if (ret == 0) {
+		reply_opened(req, fi, fd, id, writable);
+		goto out;
+	}
+	if (ret != -EAGAIN) {
+		fuse_reply_err(req, -ret);
+		goto out;
+	}
+	/* The body must come from the server: answer from a fetch thread. */
+	if (mf_store_folder_get(m.folder, &f) == 0)
+		e = mf_engine_find(f.account);
+	if (!e) {
+		fuse_reply_err(req, EIO);
+		goto out;
+	}
+	p = xcalloc(1, sizeof(*p));
+	pthread_mutex_init(&p->lock, NULL);
+	p->req = req;
+	p->fi = *fi;
+	p->msg = id;
+	p->deadline_ms = mf_mono_ms() + (int64_t)fsopt.cfg->fetch_timeout *
+						1000;
+	p->refs = 2;	/* the reaper list and the fetch callback */
+	pthread_mutex_lock(&pending_lock);
+	p->next = pending_list;
+	pending_list = p;
+	pthread_mutex_unlock(&pending_lock);
+	fuse_req_interrupt_func(req, open_interrupted, p);
+	mf_engine_fetch(e, id, fetch_done, p);
+out:
+	mf_message_clear(&m);
+	mf_folder_clear(&f);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+	buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	buf.buf[0].fd = h->fd;
+	buf.buf[0].pos = off;
+	fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *data,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	ssize_t n;
+
+	if (!h->writable) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	n = pwrite(h->fd, data, size, off);
+	if (n < 0)
+		fuse_reply_err(req, errno);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	int ret = 0;
+
+	if (h->writable && (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0)
+		ret = errno;
+	fuse_reply_err(req, ret);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	if (h->writable) {
+		struct stat st;
+
+		/* Keep the row's size in step for stat after delivery. */
+		if (fstat(h->fd, &st) == 0) {
+			struct mf_message m;
+
+			memset(&m, 0, sizeof(m));
+			if (mf_store_message_get(h->msg, &m) == 0 &&
+			    (m.state == MF_MSG_TMP ||
+			     m.state == MF_MSG_APPEND) &&
+			    m.size != (uint64_t)st.st_size)
+				mf_store_set_size(h->msg,
+						  (uint64_t)st.st_size);
+			mf_message_clear(&m);
+		}
+	}
+	close(h->fd);
+	free(h);
+	fuse_reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	/* Every change is committed before its syscall returns. */
+	fuse_reply_err(req, 0);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	int64_t id;
+	int sub;
+	int ret;
+
+	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_SUBDIR) {
+		fuse_reply_err(req, parent == MF_INO_ROOT ? EPERM : ENOENT);
+		return;
+	}
+	ret = mf_store_unlink_message(id, sub - 1, name,
+				      folder_delete_policy(id));
+	if (ret == 0)
+		kick_folder(id);
+	fuse_reply_err(req, ret < 0 ? -ret : 0);
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	int64_t src, dst;
+	int ssub, dsub;
+	enum mf_ino_kind sk, dk;
+	int ret;
+
+	if (flags & RENAME_EXCHANGE) {
+		/* Never ENOSYS: the kernel would disable renameat2. */
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (flags & ~(unsigned int)RENAME_NOREPLACE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	sk = mf_ino_decode(parent, &src, &ssub);
+	dk = mf_ino_decode(newparent, &dst, &dsub);
+	if (sk == MF_INO_KIND_SUBDIR) {
+		struct mf_message m;
+		struct mf_maildir_name n;
+
+		if (dk != MF_INO_KIND_SUBDIR) {
+			fuse_reply_err(req, dk == MF_INO_KIND_FOLDER ? EPERM
+								     : EXDEV);
+			return;
+		}
+		if (dsub != 3 && mf_maildir_parse(newname, &n) < 0) {
+			fuse_reply_err(req, EINVAL);
+			return;
+		}
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_lookup(src, ssub - 1, name, &m);
+		if (ret == 0)
+			ret = mf_store_rename_message(
+				m.id, name, dst, dsub - 1, newname,
+				(flags & RENAME_NOREPLACE) != 0,
+				m.state == MF_MSG_TMP ? staging_size(m.id)
+						      : m.size);
+		mf_message_clear(&m);
+		if (ret == 0)
+			kick_folder(dst);
+		fuse_reply_err(req, ret < 0 ? -ret : 0);
+		return;
+	}
+	if (sk == MF_INO_KIND_FOLDER && dk == MF_INO_KIND_FOLDER) {
+		struct mf_folder f;
+
+		if (sub_of_name(name) || sub_of_name(newname)) {
+			fuse_reply_err(req, EPERM);
+			return;
+		}
+		memset(&f, 0, sizeof(f));
+		ret = mf_store_folder_lookup(src, name, &f);
+		if (ret == 0) {
+			if (flags & RENAME_NOREPLACE) {
+				struct mf_folder other;
+
+				memset(&other, 0, sizeof(other));
+				if (mf_store_folder_lookup(dst, newname,
+							   &other) == 0)
+					ret = -EEXIST;
+				mf_folder_clear(&other);
+			}
+		}
+		if (ret == 0)
+			ret = mf_store_rename_folder(f.id, dst, newname);
+		mf_folder_clear(&f);
+		if (ret == 0)
+			kick_folder(dst);
+		fuse_reply_err(req, ret < 0 ? -ret : 0);
+		return;
+	}
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct fuse_entry_param e;
+	struct mf_message m;
+	struct mf_maildir_name n;
+	int64_t id, dst;
+	int sub, dsub, ret;
+
+	if (mf_ino_decode(ino, &id, &sub) != MF_INO_KIND_MESSAGE ||
+	    mf_ino_decode(newparent, &dst, &dsub) != MF_INO_KIND_SUBDIR) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (dsub != 3 && mf_maildir_parse(newname, &n) < 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(id, &m);
+	if (ret == 0)
+		ret = mf_store_link_message(id, dst, dsub - 1, newname,
+					    m.state == MF_MSG_TMP
+						    ? staging_size(id)
+						    : m.size);
+	mf_message_clear(&m);
+	if (ret == 0) {
+		kick_folder(dst);
+		ret = entry_for(ino, &e);
+	}
+	if (ret < 0)
+		fuse_reply_err(req, -ret);
+	else
+		fuse_reply_entry(req, &e);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	/* Messages are made with open(O_CREAT) in tmp/; nothing else. */
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	fuse_reply_err(req, EPERM);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct statvfs sv;
+
+	if (statvfs(fsopt.cfg->cache_dir, &sv) < 0) {
+		memset(&sv, 0, sizeof(sv));
+		sv.f_bsize = 4096;
+	}
+	sv.f_namemax = MF_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* Directory operations run in parallel where the library allows. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* neomutt compares directory mtimes to the nanosecond. */
+	conn->time_gran = 1;
+}
+
+static void op_destroy(void *userdata)
+{
+}
+
+const struct fuse_lowlevel_ops mf_fs_ops = {
+	.init = op_init,
+	.destroy = op_destroy,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.symlink = op_symlink,
+	.rename = op_rename,
+	.link = op_link,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.create = op_create,
+};
+
+void mf_fs_init(const struct mf_fs_options *opts)
+{
+	fsopt = *opts;
+	reaper_stop = false;
+	pthread_create(&reaper_thread, NULL, reaper_main, NULL);
+	reaper_running = true;
+}
+
+void mf_fs_deinit(void)
+{
+	if (!reaper_running)
+		return;
+	pthread_mutex_lock(&pending_lock);
+	reaper_stop = true;
+	pthread_cond_broadcast(&pending_cond);
+	pthread_mutex_unlock(&pending_lock);
+	pthread_join(reaper_thread, NULL);
+	reaper_running = false;
+}
