@@ -121,6 +121,8 @@ void mf_buf_reserve(struct mf_buf *b, size_t extra)
 		cap *= 2;
 	}
 	b->data = xrealloc(b->data, cap);
+	if (b->cap == 0)
+		b->data[b->len] = '\0';	/* the promise holds from the start */
 	b->cap = cap;
 }
 
