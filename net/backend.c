@@ -3,6 +3,8 @@
  */
 #include "mf_backend.h"
 
+#include "imap_backend.h"
+
 #include <string.h>
 
 const char *mf_status_str(enum mf_status st)
@@ -27,6 +29,7 @@ const char *mf_status_str(enum mf_status st)
 }
 
 static const struct mf_backend_ops *const backends[] = {
+	&mf_imap_backend_ops,
 	NULL,
 };
 
