@@ -59,6 +59,7 @@ enum {
 	S_APPENDED_BLOB,
 	S_SET_BLOB_SIZE,
 	S_WAS_DELETED,
+	S_PREFETCH,
 	S_STMT_END,
 };
 
@@ -340,6 +341,36 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote)
 		gone = sqlite3_column_int(s, 0) == MF_FOLDER_GONE;
 	sqlite3_reset(s);
 	return gone;
+}
+
+int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    int64_t after, unsigned int max, int64_t *ids_r,
+			    unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	unsigned int n = 0;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_PREFETCH,
+		      "SELECT m.id FROM message m JOIN folder f ON "
+		      "f.id = m.folder WHERE f.account = ? AND m.id > ? AND "
+		      "m.blob IS NULL AND m.ruid IS NOT NULL AND m.dir != 3 "
+		      "AND (? = 0 OR (m.flags & 16) = 0) ORDER BY m.id "
+		      "LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, unseen_only);
+	sqlite3_bind_int(s, 4, (int)max);
+	while (n < max && sqlite3_step(s) == SQLITE_ROW)
+		ids_r[n++] = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	*n_r = n;
+	return 0;
 }
 
 int mf_store_folder_known_count(int64_t folder, uint64_t *count_r)

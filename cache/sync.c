@@ -34,7 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FETCH_THREADS 2
+#define FETCH_THREADS 2		/* 0 serves reads only; 1 also prefetches */
+#define PREFETCH_BATCH 64
 #define BODY_MAX_SIZE (1ULL << 31)	/* 2 GiB: larger is not mail */
 #define PUSH_TIMEOUT_MS (25 * 60 * 1000)
 #define RETRY_MAX_MS (5 * 60 * 1000)
@@ -61,6 +62,12 @@ struct mf_engine {
 	struct fetch_req *fetch_head;	/* protected by lock */
 	struct fetch_req *fetch_tail;	/* protected by lock */
 	char *state;			/* protected by lock; owned */
+	int64_t prefetch_ids[PREFETCH_BATCH];	/* protected by lock */
+	unsigned int prefetch_n;	/* protected by lock */
+	unsigned int prefetch_pos;	/* protected by lock */
+	int64_t prefetch_after;		/* protected by lock */
+	bool prefetch_done;		/* protected by lock: nothing left */
+	uint64_t prefetched;		/* protected by lock */
 
 	struct mf_backend *main_be;
 	struct mf_backend *push_be;
@@ -75,6 +82,8 @@ struct mf_engine {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct mf_engine *registry;
+
+static void prefetch_rearm(struct mf_engine *e);
 
 /* ---- small helpers ---- */
 
@@ -678,6 +687,7 @@ static void *engine_main(void *arg)
 		if (now >= next_full) {
 			st = sync_all(e, !first);
 			if (st == MF_OK) {
+				prefetch_rearm(e);
 				if (first || failures)
 					set_state(e, "connected, in sync");
 				first = false;
@@ -704,8 +714,8 @@ static void *engine_main(void *arg)
 			int64_t id = inbox_folder(e, &remote);
 
 			free(remote);
-			if (id)
-				sync_one(e, id);
+			if (id && sync_one(e, id) == MF_OK)
+				prefetch_rearm(e);
 		}
 		/* The first full sync has to finish first (replay rule). */
 		qdue = first ? 0 : drain_queue(e);
@@ -825,6 +835,58 @@ out:
 	return ret;
 }
 
+/*
+ * Prefetch, under e->lock: is a body waiting to be fetched ahead of
+ * reads? Refills the batch from the store when it runs out.
+ */
+static bool prefetch_pending(struct mf_engine *e)
+{
+	unsigned int n = 0;
+
+	if (e->prefetch_pos < e->prefetch_n)
+		return true;
+	if (e->prefetch_done)
+		return false;
+	mf_store_prefetch_batch(e->acct->name,
+				e->acct->prefetch == MF_PREFETCH_NEW,
+				e->prefetch_after, PREFETCH_BATCH,
+				e->prefetch_ids, &n);
+	e->prefetch_n = n;
+	e->prefetch_pos = 0;
+	if (n == 0) {
+		if (e->prefetched)
+			mf_info("%s: prefetch done (%llu bodies)",
+				e->acct->name,
+				(unsigned long long)e->prefetched);
+		e->prefetch_done = true;
+		e->prefetch_after = 0;
+		e->prefetched = 0;
+		return false;
+	}
+	e->prefetch_after = e->prefetch_ids[n - 1];
+	return true;
+}
+
+static int64_t prefetch_next(struct mf_engine *e)
+{
+	if (!prefetch_pending(e))
+		return 0;
+	return e->prefetch_ids[e->prefetch_pos++];
+}
+
+/* After a sync new bodies may be wanted: look again. */
+static void prefetch_rearm(struct mf_engine *e)
+{
+	if (e->acct->prefetch == MF_PREFETCH_NONE)
+		return;
+	pthread_mutex_lock(&e->lock);
+	if (e->prefetch_done) {
+		e->prefetch_done = false;
+		pthread_cond_broadcast(&e->fetch_cond);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
 struct fetch_thread_arg {
 	struct mf_engine *e;
 	unsigned int idx;
@@ -835,6 +897,8 @@ static void *engine_fetch(void *arg)
 	struct fetch_thread_arg *fa = arg;
 	struct mf_engine *e = fa->e;
 	struct mf_backend *be = e->fetch_be[fa->idx];
+	bool prefetcher = fa->idx > 0 &&
+			  e->acct->prefetch != MF_PREFETCH_NONE;
 
 	free(fa);
 	for (;;) {
@@ -842,11 +906,23 @@ static void *engine_fetch(void *arg)
 		int ret;
 
 		pthread_mutex_lock(&e->lock);
-		while (!e->stop && !e->fetch_head)
+		while (!e->stop && !e->fetch_head &&
+		       !(prefetcher && prefetch_pending(e)))
 			pthread_cond_wait(&e->fetch_cond, &e->lock);
 		if (e->stop && !e->fetch_head) {
 			pthread_mutex_unlock(&e->lock);
 			break;
+		}
+		if (!e->fetch_head) {
+			int64_t id = prefetch_next(e);
+
+			pthread_mutex_unlock(&e->lock);
+			if (id > 0 && fetch_body(e, be, id) == 0) {
+				pthread_mutex_lock(&e->lock);
+				e->prefetched++;
+				pthread_mutex_unlock(&e->lock);
+			}
+			continue;
 		}
 		r = e->fetch_head;
 		e->fetch_head = r->next;

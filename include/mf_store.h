@@ -252,6 +252,15 @@ int mf_store_apply_folder_list(const char *account,
 /* Is remote a folder of account that mailfs saw deleted (state GONE)? */
 bool mf_store_folder_was_deleted(const char *account, const char *remote);
 
+/*
+ * Up to max messages of account whose bodies are not cached, with ids
+ * above after (in id order), unseen ones only if unseen_only. For
+ * prefetch. Returns the count in *n_r.
+ */
+int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    int64_t after, unsigned int max, int64_t *ids_r,
+			    unsigned int *n_r);
+
 /* Messages of a folder that the server has (the listing hint). */
 int mf_store_folder_known_count(int64_t folder, uint64_t *count_r);
 
