@@ -1776,6 +1776,15 @@ static enum mf_status imap_move(struct mf_backend *base, const char *from,
 		goto out;
 	st = imap_result_status(&res, has_move ? "UID MOVE" : "UID COPY",
 				error_r);
+	if (st == MF_GONE) {
+		/*
+		 * [TRYCREATE]: the *target* is missing. MF_GONE would say the
+		 * message is gone, and the caller would wait to find it in a
+		 * folder that does not exist; it is still in the source.
+		 */
+		st = MF_PROTO;
+		goto out;
+	}
 	if (st != MF_OK)
 		goto out;
 	if (m.copyuid != NULL)
