@@ -148,14 +148,20 @@ void mf_buf_appends(struct mf_buf *b, const char *s)
 void mf_buf_printf(struct mf_buf *b, const char *fmt, ...)
 {
 	va_list ap, ap2;
+	char small[256];
 	int n;
 
 	va_start(ap, fmt);
 	va_copy(ap2, ap);
-	n = vsnprintf(NULL, 0, fmt, ap);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		oom();
+	if ((size_t)n < sizeof(small)) {
+		va_end(ap2);
+		mf_buf_append(b, small, (size_t)n);
+		return;
+	}
 	mf_buf_reserve(b, (size_t)n);
 	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap2);
 	va_end(ap2);

@@ -197,14 +197,12 @@ static void test_listing_and_names(void **state)
 	assert_int_equal(mf_store_folder_lookup(root, "Archive", &f), 0);
 	assert_int_equal(f.state, MF_FOLDER_VIRTUAL);
 	assert_int_equal(f.nchildren, 0);	/* not set by lookup */
-	mf_folder_clear(&f);
-	assert_int_equal(mf_store_folder_get(
-				 mf_store_folder_lookup(root, "Archive", &f) ==
-						 0
-					 ? f.id
-					 : 0,
-				 &f),
-			 0);
+	{
+		int64_t archive = f.id;
+
+		mf_folder_clear(&f);
+		assert_int_equal(mf_store_folder_get(archive, &f), 0);
+	}
 	assert_int_equal(f.nchildren, 1);
 	mf_folder_clear(&f);
 }
