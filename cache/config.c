@@ -383,6 +383,8 @@ static int load_account(const char *file, struct section *sec,
 	a->tls = MF_TLS_IMPLICIT;
 	a->delete_policy = MF_DELETE_TRASH;
 	a->prefetch = MF_PREFETCH_NONE;
+	a->compress = true;
+	a->max_connections = 2;
 
 	/* Hand over the kv list; the struct owns it from here. */
 	a->kv = sec->kv;
@@ -434,6 +436,16 @@ static int load_account(const char *file, struct section *sec,
 	kv = find_kv(a->kv, a->kv_count, "timeout");
 	if (kv && parse_uint(file, kv, 1, 3600, &a->timeout, error_r) < 0)
 		return -EINVAL;
+	kv = find_kv(a->kv, a->kv_count, "max_connections");
+	if (kv && parse_uint(file, kv, 1, 16, &a->max_connections,
+			     error_r) < 0)
+		return -EINVAL;
+	kv = find_kv(a->kv, a->kv_count, "compress");
+	if (kv && parse_bool(file, kv, &a->compress, error_r) < 0)
+		return -EINVAL;
+	kv = find_kv(a->kv, a->kv_count, "tunnel");
+	if (kv && kv->value[0])
+		a->tunnel = xstrdup(kv->value);
 	kv = find_kv(a->kv, a->kv_count, "allow_plaintext");
 	if (kv && parse_bool(file, kv, &a->allow_plaintext, error_r) < 0)
 		return -EINVAL;
@@ -456,7 +468,14 @@ static int load_account(const char *file, struct section *sec,
 		a->prefetch = (enum mf_prefetch)v;
 	}
 
-	if (strcmp(a->type, "imap") == 0) {
+	if (strcmp(a->type, "imap") == 0 && a->tunnel) {
+		/*
+		 * IMAP over a command's stdin and stdout: the command is the
+		 * transport and has logged in (ssh host dovecot imap).
+		 */
+		if (!a->host)
+			a->host = xstrdup("tunnel");
+	} else if (strcmp(a->type, "imap") == 0) {
 		if (!a->host) {
 			*error_r = xasprintf("%s:%d: [account %s] needs "
 					     "\"host\"", file, sec->line,
@@ -504,6 +523,7 @@ static void account_clear(struct mf_account *a)
 	}
 	free(a->password_command);
 	free(a->ca_file);
+	free(a->tunnel);
 	if (a->folders) {
 		for (char **p = a->folders; *p; p++)
 			free(*p);

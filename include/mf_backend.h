@@ -74,9 +74,32 @@ struct mf_remote_folder {
 				   sanitised (see mf_names.h); "INBOX" for
 				   the inbox */
 	unsigned int attrs;	/* MF_FOLDER_* */
+	/*
+	 * What the folder's cursor would be if the server has nothing new
+	 * since it was stored, when the listing can say so cheaply (IMAP
+	 * LIST-STATUS); NULL when unknown. The engine skips a folder whose
+	 * stored cursor equals it, so a resync with nothing to do is one
+	 * command for all folders. Must be in exactly the format
+	 * fetch_changes returns.
+	 */
+	const char *status;
 };
 
 typedef int mf_folder_cb(void *ctx, const struct mf_remote_folder *f);
+
+/*
+ * Where fetch_bodies writes each body. open() is called once per body
+ * before its bytes arrive and returns a file descriptor to append to (or
+ * a negative errno to skip that body); done() is called once per id
+ * that open() accepted, with MF_OK and the size written, or the failure.
+ * Ids the server does not have get done(MF_GONE) without open().
+ */
+struct mf_body_sink {
+	int (*open)(void *ctx, const char *id, int *fd_r);
+	void (*done)(void *ctx, const char *id, enum mf_status st,
+		     uint64_t size);
+	void *ctx;
+};
 
 /* One message as the server describes it. */
 struct mf_msg_info {
@@ -191,6 +214,19 @@ struct mf_backend_ops {
 				     const char *id, int out_fd,
 				     uint64_t max_size, uint64_t *size_r,
 				     char **error_r);
+
+	/*
+	 * Several bodies of one folder in one pipelined request (IMAP:
+	 * UID FETCH set BODY.PEEK[]), each streamed to the file the sink
+	 * opens for it; for prefetch, where one round trip per message would
+	 * cap the speed. May be NULL in the table (then fetch_body is used).
+	 */
+	enum mf_status (*fetch_bodies)(struct mf_backend *be,
+				       const char *folder,
+				       const char *const *ids,
+				       unsigned int count, uint64_t max_size,
+				       const struct mf_body_sink *sink,
+				       char **error_r);
 
 	/* Add and remove flags of messages (ids: count entries). */
 	enum mf_status (*set_flags)(struct mf_backend *be, const char *folder,

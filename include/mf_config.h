@@ -58,6 +58,10 @@ struct mf_account {
 	enum mf_delete_policy delete_policy;
 	enum mf_prefetch prefetch;
 	unsigned int timeout;	/* seconds for network operations */
+	bool compress;		/* use COMPRESS=DEFLATE where offered */
+	char *tunnel;		/* owned or NULL: speak IMAP over this
+				   command's stdin/stdout (pre-authenticated) */
+	unsigned int max_connections;	/* body fetch connections, >= 1 */
 
 	struct mf_kv *kv;	/* owned; every key of the section */
 	unsigned int kv_count;

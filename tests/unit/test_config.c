@@ -156,6 +156,29 @@ static void test_errors(void **state)
 		     "allow_plaintext=perhaps\n", "yes or no");
 }
 
+static void test_transport_keys(void **state)
+{
+	struct mf_config *cfg;
+	const struct mf_account *a;
+
+	(void)state;
+	cfg = parse_ok("[account t]\ntype=imap\n"
+		       "tunnel = ssh mail.example.org dovecot exec imap\n"
+		       "compress = no\nmax_connections = 4\n");
+	a = &cfg->accounts[0];
+	assert_string_equal(a->tunnel, "ssh mail.example.org dovecot exec imap");
+	assert_false(a->compress);
+	assert_int_equal(a->max_connections, 4);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n");
+	assert_true(cfg->accounts[0].compress);
+	assert_int_equal(cfg->accounts[0].max_connections, 2);
+	assert_null(cfg->accounts[0].tunnel);
+	mf_config_free(&cfg);
+	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+		     "max_connections=0\n", "max_connections must be");
+}
+
 static void test_password_command(void **state)
 {
 	struct mf_config *cfg;
@@ -185,6 +208,7 @@ int main(void)
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_transport_keys),
 		cmocka_unit_test(test_password_command),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
