@@ -34,8 +34,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define FETCH_THREADS 2		/* 0 serves reads only; 1 also prefetches */
-#define PREFETCH_BATCH 64
+#define MAX_FETCH_THREADS 16	/* max_connections; 0 serves reads only
+				   unless it is the only one */
+#define PREFETCH_BATCH 256
+#define PREFETCH_CHUNK 32	/* bodies asked for in one request */
 #define BODY_MAX_SIZE (1ULL << 31)	/* 2 GiB: larger is not mail */
 #define PUSH_TIMEOUT_MS (25 * 60 * 1000)
 #define RETRY_MAX_MS (5 * 60 * 1000)
@@ -71,10 +73,11 @@ struct mf_engine {
 
 	struct mf_backend *main_be;
 	struct mf_backend *push_be;
-	struct mf_backend *fetch_be[FETCH_THREADS];
+	unsigned int nfetch;		/* fetch threads (max_connections) */
+	struct mf_backend *fetch_be[MAX_FETCH_THREADS];
 	pthread_t main_thread;
 	pthread_t push_thread;
-	pthread_t fetch_thread[FETCH_THREADS];
+	pthread_t fetch_thread[MAX_FETCH_THREADS];
 	unsigned int nthreads_started;
 
 	struct mf_engine *next;		/* registry */
@@ -249,7 +252,27 @@ static int collect_folder(void *ctx, const struct mf_remote_folder *f)
 	c->remote = xstrdup(f->remote);
 	c->path = xstrdup(f->path);
 	c->attrs = f->attrs;
+	c->status = f->status ? xstrdup(f->status) : NULL;
 	return 0;
+}
+
+static void list_clear(struct list_ctx *lc)
+{
+	for (unsigned int i = 0; i < lc->n; i++) {
+		free((char *)lc->folders[i].remote);
+		free((char *)lc->folders[i].path);
+		free((char *)lc->folders[i].status);
+	}
+	free(lc->folders);
+	lc->folders = NULL;
+	lc->n = 0;
+}
+
+static int cmp_remote(const void *a, const void *b)
+{
+	const struct mf_remote_folder *x = a, *y = b;
+
+	return strcmp(x->remote, y->remote);
 }
 
 /*
@@ -272,65 +295,87 @@ static bool listed_but_deleted(struct mf_engine *e,
 	return st == MF_GONE || st == MF_PROTO;
 }
 
-static enum mf_status sync_folder_list(struct mf_engine *e)
+/*
+ * List the folders and apply the list to the store. On MF_OK, lc holds
+ * the listing sorted by remote name (for the statuses it may carry).
+ */
+static enum mf_status sync_folder_list(struct mf_engine *e,
+				       struct list_ctx *lc)
 {
-	struct list_ctx lc = { NULL, 0 };
 	char *err = NULL;
 	enum mf_status st;
 
-	st = e->ops->list_folders(e->main_be, collect_folder, &lc, &err);
+	st = e->ops->list_folders(e->main_be, collect_folder, lc, &err);
 	if (st == MF_OK) {
 		/* Excluded folders (folders = * !Junk) stay off the mount. */
 		unsigned int kept = 0;
 
-		for (unsigned int i = 0; i < lc.n; i++) {
-			if ((lc.folders[i].attrs & MF_FOLDER_INBOX) ||
-			    (mf_account_folder_wanted(e->acct,
-						      lc.folders[i].path) &&
-			     !listed_but_deleted(e, &lc.folders[i])))
-				lc.folders[kept++] = lc.folders[i];
-			else {
-				free((char *)lc.folders[i].remote);
-				free((char *)lc.folders[i].path);
+		for (unsigned int i = 0; i < lc->n; i++) {
+			struct mf_remote_folder *f = &lc->folders[i];
+
+			if ((f->attrs & MF_FOLDER_INBOX) ||
+			    (mf_account_folder_wanted(e->acct, f->path) &&
+			     !listed_but_deleted(e, f))) {
+				lc->folders[kept++] = *f;
+			} else {
+				free((char *)f->remote);
+				free((char *)f->path);
+				free((char *)f->status);
 			}
 		}
-		lc.n = kept;
-		if (mf_store_apply_folder_list(e->acct->name, lc.folders,
-					       lc.n) < 0)
+		lc->n = kept;
+		if (mf_store_apply_folder_list(e->acct->name, lc->folders,
+					       lc->n) < 0)
 			st = MF_TEMP;
+		qsort(lc->folders, lc->n, sizeof(*lc->folders), cmp_remote);
 	} else if (st != MF_CANCELED) {
 		set_state(e, "cannot list folders: %s",
 			  err ? err : mf_status_str(st));
 	}
-	for (unsigned int i = 0; i < lc.n; i++) {
-		free((char *)lc.folders[i].remote);
-		free((char *)lc.folders[i].path);
-	}
-	free(lc.folders);
 	free(err);
 	return st;
 }
 
 static enum mf_status sync_all(struct mf_engine *e, bool probe)
 {
+	struct list_ctx lc = { NULL, 0 };
 	struct mf_folder *folders;
-	unsigned int n;
+	unsigned int n, skipped = 0;
 	enum mf_status st;
 
-	st = sync_folder_list(e);
-	if (st != MF_OK)
+	st = sync_folder_list(e, &lc);
+	if (st != MF_OK) {
+		list_clear(&lc);
 		return st;
-	if (mf_store_engine_folders(e->acct->name, &folders, &n) < 0)
+	}
+	if (mf_store_engine_folders(e->acct->name, &folders, &n) < 0) {
+		list_clear(&lc);
 		return MF_TEMP;
+	}
 	for (unsigned int i = 0; i < n && st != MF_CANCELED; i++) {
-		enum mf_status fst = sync_folder(e, e->main_be, &folders[i],
-						 probe);
+		struct mf_remote_folder key = { .remote = folders[i].remote };
+		const struct mf_remote_folder *listed;
+		enum mf_status fst;
+
+		/* The listing said what the folder's cursor is now. */
+		listed = bsearch(&key, lc.folders, lc.n, sizeof(*lc.folders),
+				 cmp_remote);
+		if (probe && listed && listed->status && folders[i].cursor &&
+		    strcmp(listed->status, folders[i].cursor) == 0) {
+			skipped++;
+			continue;
+		}
+		fst = sync_folder(e, e->main_be, &folders[i],
+				  probe && !(listed && listed->status));
 		if (fst == MF_TEMP || fst == MF_AUTH || fst == MF_CANCELED) {
 			st = fst;
 			break;
 		}
 	}
+	mf_debug(MF_DBG_SYNC, "%s: %u of %u folders unchanged by the listing",
+		 e->acct->name, skipped, n);
 	mf_store_folders_free(folders, n);
+	list_clear(&lc);
 	return st;
 }
 
@@ -887,6 +932,154 @@ static void prefetch_rearm(struct mf_engine *e)
 	pthread_mutex_unlock(&e->lock);
 }
 
+/* ---- prefetch in pipelined requests ---- */
+
+struct chunk_body {
+	int64_t msg;
+	char *ruid;		/* owned */
+	int fd;
+	char *path;		/* owned: blob temp file */
+	bool stored;
+};
+
+struct chunk_ctx {
+	struct mf_engine *e;
+	struct chunk_body *bodies;
+	unsigned int n;
+	unsigned int stored;
+};
+
+static struct chunk_body *chunk_find(struct chunk_ctx *cc, const char *ruid)
+{
+	for (unsigned int i = 0; i < cc->n; i++) {
+		if (strcmp(cc->bodies[i].ruid, ruid) == 0)
+			return &cc->bodies[i];
+	}
+	return NULL;
+}
+
+static int chunk_open(void *ctx, const char *id, int *fd_r)
+{
+	struct chunk_body *b = chunk_find(ctx, id);
+	int ret;
+
+	if (!b || b->fd >= 0)
+		return -ENOENT;
+	ret = mf_blob_tmp(&b->fd, &b->path);
+	if (ret < 0)
+		return ret;
+	*fd_r = b->fd;
+	return 0;
+}
+
+static void chunk_done(void *ctx, const char *id, enum mf_status st,
+		       uint64_t size)
+{
+	struct chunk_ctx *cc = ctx;
+	struct chunk_body *b = chunk_find(cc, id);
+	char hash[MF_BLOB_HASH_LEN + 1];
+	bool changed;
+
+	if (!b || b->fd < 0)
+		return;
+	if (st == MF_OK && mf_blob_commit(b->fd, b->path, hash, &size) == 0) {
+		if (mf_store_set_blob(b->msg, hash, size, &changed) == 0) {
+			b->stored = true;
+			cc->stored++;
+		}
+	} else if (st != MF_OK) {
+		mf_blob_abort(b->fd, b->path);
+	}
+	b->fd = -1;
+}
+
+/* Fetch bodies of one server folder: ids[] of messages in it. */
+static void prefetch_folder(struct mf_engine *e, struct mf_backend *be,
+			    struct chunk_ctx *cc, const char *remote)
+{
+	struct mf_body_sink sink = { chunk_open, chunk_done, cc };
+	const char **ids = xcalloc(cc->n, sizeof(*ids));
+	char *err = NULL;
+	enum mf_status st;
+
+	for (unsigned int i = 0; i < cc->n; i++)
+		ids[i] = cc->bodies[i].ruid;
+	st = e->ops->fetch_bodies(be, remote, ids, cc->n, BODY_MAX_SIZE,
+				  &sink, &err);
+	if (st != MF_OK && st != MF_CANCELED)
+		mf_debug(MF_DBG_SYNC, "%s: prefetch from %s: %s",
+			 e->acct->name, remote,
+			 err ? err : mf_status_str(st));
+	for (unsigned int i = 0; i < cc->n; i++) {
+		/* Bodies the backend opened but never finished. */
+		if (cc->bodies[i].fd >= 0) {
+			mf_blob_abort(cc->bodies[i].fd, cc->bodies[i].path);
+			cc->bodies[i].fd = -1;
+		}
+	}
+	free(err);
+	free(ids);
+}
+
+/*
+ * Prefetch the bodies of ids[] (message ids), one request per server
+ * folder where the backend can pipeline, else one by one. Returns how
+ * many bodies were stored.
+ */
+static unsigned int prefetch_chunk(struct mf_engine *e, struct mf_backend *be,
+				   const int64_t *ids, unsigned int n)
+{
+	struct mf_message *msgs = xcalloc(n ? n : 1, sizeof(*msgs));
+	bool *done = xcalloc(n ? n : 1, sizeof(*done));
+	unsigned int stored = 0;
+
+	for (unsigned int i = 0; i < n; i++) {
+		if (mf_store_message_get(ids[i], &msgs[i]) < 0 ||
+		    !msgs[i].ruid || msgs[i].blob)
+			done[i] = true;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		struct chunk_ctx cc = { .e = e };
+		struct mf_folder rf;
+
+		if (done[i])
+			continue;
+		if (!e->ops->fetch_bodies) {
+			done[i] = true;
+			if (fetch_body(e, be, ids[i]) == 0)
+				stored++;
+			continue;
+		}
+		/* Every message of the chunk in the same server folder. */
+		cc.bodies = xcalloc(n, sizeof(*cc.bodies));
+		for (unsigned int j = i; j < n; j++) {
+			if (done[j] || msgs[j].rfolder != msgs[i].rfolder)
+				continue;
+			done[j] = true;
+			cc.bodies[cc.n].msg = msgs[j].id;
+			cc.bodies[cc.n].ruid = xstrdup(msgs[j].ruid);
+			cc.bodies[cc.n].fd = -1;
+			cc.n++;
+		}
+		memset(&rf, 0, sizeof(rf));
+		if (mf_store_folder_get(msgs[i].rfolder, &rf) == 0 &&
+		    rf.remote && !stopping(e))
+			prefetch_folder(e, be, &cc, rf.remote);
+		stored += cc.stored;
+		for (unsigned int j = 0; j < cc.n; j++) {
+			free(cc.bodies[j].ruid);
+			free(cc.bodies[j].path);
+		}
+		free(cc.bodies);
+		mf_folder_clear(&rf);
+	}
+	for (unsigned int i = 0; i < n; i++)
+		mf_message_clear(&msgs[i]);
+	free(msgs);
+	free(done);
+	return stored;
+}
+
 struct fetch_thread_arg {
 	struct mf_engine *e;
 	unsigned int idx;
@@ -897,7 +1090,7 @@ static void *engine_fetch(void *arg)
 	struct fetch_thread_arg *fa = arg;
 	struct mf_engine *e = fa->e;
 	struct mf_backend *be = e->fetch_be[fa->idx];
-	bool prefetcher = fa->idx > 0 &&
+	bool prefetcher = (fa->idx > 0 || e->nfetch == 1) &&
 			  e->acct->prefetch != MF_PREFETCH_NONE;
 
 	free(fa);
@@ -914,14 +1107,20 @@ static void *engine_fetch(void *arg)
 			break;
 		}
 		if (!e->fetch_head) {
-			int64_t id = prefetch_next(e);
+			int64_t ids[PREFETCH_CHUNK];
+			unsigned int n = 0, got;
 
-			pthread_mutex_unlock(&e->lock);
-			if (id > 0 && fetch_body(e, be, id) == 0) {
-				pthread_mutex_lock(&e->lock);
-				e->prefetched++;
-				pthread_mutex_unlock(&e->lock);
+			while (n < PREFETCH_CHUNK) {
+				int64_t id = prefetch_next(e);
+				if (id <= 0)
+					break;
+				ids[n++] = id;
 			}
+			pthread_mutex_unlock(&e->lock);
+			got = prefetch_chunk(e, be, ids, n);
+			pthread_mutex_lock(&e->lock);
+			e->prefetched += got;
+			pthread_mutex_unlock(&e->lock);
 			continue;
 		}
 		r = e->fetch_head;
@@ -1006,6 +1205,8 @@ int mf_engine_start(const struct mf_config *cfg,
 	e->cfg = cfg;
 	e->acct = acct;
 	e->ops = ops;
+	e->nfetch = MF_MAX(1, MF_MIN(acct->max_connections,
+				     MAX_FETCH_THREADS));
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	pthread_cond_init(&e->fetch_cond, NULL);
@@ -1013,7 +1214,7 @@ int mf_engine_start(const struct mf_config *cfg,
 	ret = ops->create(acct, &e->main_be, error_r);
 	if (ret == 0 && ops->wait_push)
 		ret = ops->create(acct, &e->push_be, error_r);
-	for (unsigned int i = 0; i < FETCH_THREADS && ret == 0; i++)
+	for (unsigned int i = 0; i < e->nfetch && ret == 0; i++)
 		ret = ops->create(acct, &e->fetch_be[i], error_r);
 	if (ret < 0) {
 		mf_engine_stop(&e);
@@ -1023,7 +1224,7 @@ int mf_engine_start(const struct mf_config *cfg,
 	pthread_create(&e->main_thread, NULL, engine_main, e);
 	if (e->push_be)
 		pthread_create(&e->push_thread, NULL, engine_push, e);
-	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+	for (unsigned int i = 0; i < e->nfetch; i++) {
 		struct fetch_thread_arg *fa = xmalloc(sizeof(*fa));
 
 		fa->e = e;
@@ -1066,7 +1267,7 @@ void mf_engine_stop(struct mf_engine **ep)
 		e->ops->interrupt(e->main_be);
 	if (e->push_be)
 		e->ops->interrupt(e->push_be);
-	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+	for (unsigned int i = 0; i < e->nfetch; i++) {
 		if (e->fetch_be[i])
 			e->ops->interrupt(e->fetch_be[i]);
 	}
@@ -1074,14 +1275,14 @@ void mf_engine_stop(struct mf_engine **ep)
 		pthread_join(e->main_thread, NULL);
 		if (e->push_be)
 			pthread_join(e->push_thread, NULL);
-		for (unsigned int i = 0; i < FETCH_THREADS; i++)
+		for (unsigned int i = 0; i < e->nfetch; i++)
 			pthread_join(e->fetch_thread[i], NULL);
 	}
 	if (e->main_be)
 		e->ops->destroy(e->main_be);
 	if (e->push_be)
 		e->ops->destroy(e->push_be);
-	for (unsigned int i = 0; i < FETCH_THREADS; i++) {
+	for (unsigned int i = 0; i < e->nfetch; i++) {
 		if (e->fetch_be[i])
 			e->ops->destroy(e->fetch_be[i]);
 	}

@@ -797,6 +797,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 			else
 				path = mf_folder_path_from_remote(e->decoded,
 								  e->delim);
+			memset(&f, 0, sizeof(f));
 			f.remote = e->remote;
 			f.path = path;
 			f.attrs = e->attrs;
