@@ -225,3 +225,71 @@ char *mf_folder_path_from_remote(const char *decoded, char delim)
 	}
 	return mf_buf_steal(&b);
 }
+
+static bool is_wsp(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+/* The end of the line starting at i (the index of its \n, or len). */
+static size_t line_end(const char *s, size_t len, size_t i)
+{
+	const char *nl = memchr(s + i, '\n', len - i);
+
+	return nl ? (size_t)(nl - s) : len;
+}
+
+char *mf_header_message_id(const char *msg, size_t len)
+{
+	static const char name[] = "Message-ID";
+	const size_t nl = sizeof(name) - 1;
+	size_t i = 0;
+
+	while (i < len) {
+		size_t eol = line_end(msg, len, i);
+		size_t j = i + nl;
+
+		/* An empty line ends the header section. */
+		if (eol == i || (eol == i + 1 && msg[i] == '\r'))
+			break;
+		if (eol - i > nl && strncasecmp(msg + i, name, nl) == 0) {
+			while (j < eol && is_wsp(msg[j]))
+				j++;
+			if (j < eol && msg[j] == ':') {
+				struct mf_buf v;
+				size_t a = 0, b;
+				char *out;
+
+				j++;
+				mf_buf_init(&v);
+				/* This line and its continuations. */
+				for (;;) {
+					for (; j < eol; j++) {
+						if (msg[j] == '\r')
+							continue;
+						if (v.len < MF_MSGID_MAX)
+							mf_buf_appendc(
+								&v, msg[j] == '\t'
+									    ? ' '
+									    : msg[j]);
+					}
+					if (eol + 1 >= len ||
+					    !is_wsp(msg[eol + 1]))
+						break;
+					j = eol + 1;
+					eol = line_end(msg, len, j);
+				}
+				b = v.len;
+				while (a < b && v.data[a] == ' ')
+					a++;
+				while (b > a && v.data[b - 1] == ' ')
+					b--;
+				out = b > a ? xstrndup(v.data + a, b - a) : NULL;
+				mf_buf_free(&v);
+				return out;
+			}
+		}
+		i = eol + 1;
+	}
+	return NULL;
+}

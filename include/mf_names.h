@@ -60,4 +60,15 @@ char *mf_folder_unescape(const char *name);
  */
 char *mf_folder_path_from_remote(const char *decoded, char delim);
 
+/*
+ * The Message-ID of a message (or of a header block): the value of the
+ * first Message-ID header in the header section (which ends at the first
+ * empty line), unfolded, CRs dropped, tabs as spaces, trimmed, at most
+ * MF_MSGID_MAX bytes. Returns a new string, or NULL if there is none.
+ * The server's copy and a delivered file give the same string, so that an
+ * upload can be recognised after a crash.
+ */
+#define MF_MSGID_MAX 998
+char *mf_header_message_id(const char *msg, size_t len);
+
 #endif

@@ -184,6 +184,38 @@ static void test_folder_path(void **state)
 	}
 }
 
+static void test_message_id(void **state)
+{
+	static const struct {
+		const char *msg;
+		const char *want;
+	} cases[] = {
+		{ "Message-ID: <a@b>\r\n\r\nbody", "<a@b>" },
+		{ "From: x\r\nmessage-id:   <a@b>  \r\n\r\n", "<a@b>" },
+		{ "Message-Id:\r\n\t<folded@b>\r\n\r\n", "<folded@b>" },
+		{ "Message-ID : <sp@b>\n\n", "<sp@b>" },
+		{ "From: x\r\n\r\nMessage-ID: <in-body@b>\r\n", NULL },
+		{ "Message-IDX: <no@b>\r\n\r\n", NULL },
+		{ "Message-ID:\r\n\r\n", NULL },
+		{ "", NULL },
+		{ "Message-ID: <unterminated@b>", "<unterminated@b>" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *id = mf_header_message_id(cases[i].msg,
+						strlen(cases[i].msg));
+
+		if (!cases[i].want) {
+			assert_null(id);
+		} else {
+			assert_non_null(id);
+			assert_string_equal(id, cases[i].want);
+		}
+		free(id);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -193,6 +225,7 @@ int main(void)
 		cmocka_unit_test(test_roundtrip),
 		cmocka_unit_test(test_folder_escape),
 		cmocka_unit_test(test_folder_path),
+		cmocka_unit_test(test_message_id),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
