@@ -53,6 +53,10 @@
 #define IMAP_MAX_FOLDERS 100000u
 /* Length of the uid set of one UID STORE command. */
 #define IMAP_MAX_SET_LEN 4000
+/* Length of the uid set of one UID FETCH of bodies. */
+#define IMAP_MAX_FETCH_SET_LEN 8000
+/* Command bytes written in one round trip of a pipeline. */
+#define IMAP_MAX_PIPELINE_BYTES 32000
 /* Longest Message-ID kept. */
 #define IMAP_MAX_MSGID 998
 /* Poll interval without IDLE (ms). */
@@ -156,61 +160,9 @@ int imap_parse_datetime(const char *s, int64_t *time_r)
 	return 0;
 }
 
-static bool is_wsp(char c)
-{
-	return c == ' ' || c == '\t';
-}
-
 char *imap_header_message_id(const char *hdr, size_t len)
 {
-	static const char name[] = "Message-ID";
-	size_t i = 0;
-
-	while (i < len) {
-		size_t eol = i;
-		while (eol < len && hdr[eol] != '\n')
-			eol++;
-		size_t nl = sizeof(name) - 1, j = i + nl;
-		if (eol - i > nl && strncasecmp(hdr + i, name, nl) == 0) {
-			while (j < eol && is_wsp(hdr[j]))
-				j++;
-			if (j < eol && hdr[j] == ':') {
-				struct mf_buf v;
-				j++;
-				mf_buf_init(&v);
-				/* this line and its continuations */
-				for (;;) {
-					for (; j < eol; j++) {
-						if (hdr[j] == '\r')
-							continue;
-						if (v.len < IMAP_MAX_MSGID)
-							mf_buf_appendc(&v,
-								hdr[j] == '\t' ?
-								' ' : hdr[j]);
-					}
-					if (eol + 1 >= len ||
-					    !is_wsp(hdr[eol + 1]))
-						break;
-					j = eol + 1;
-					eol = j;
-					while (eol < len && hdr[eol] != '\n')
-						eol++;
-				}
-				size_t a = 0, b = v.len;
-				while (a < b && v.data != NULL &&
-				       v.data[a] == ' ')
-					a++;
-				while (b > a && v.data[b - 1] == ' ')
-					b--;
-				char *out = b > a ?
-					xstrndup(v.data + a, b - a) : NULL;
-				mf_buf_free(&v);
-				return out;
-			}
-		}
-		i = eol + 1;
-	}
-	return NULL;
+	return mf_header_message_id(hdr, len);
 }
 
 static unsigned int parse_flags(const struct imap_token *list)
@@ -604,7 +556,9 @@ static int imap_create(const struct mf_account *acct,
 {
 	struct imap_backend *be;
 
-	if (acct->host == NULL || acct->host[0] == '\0') {
+	/* a tunnel needs no host: the command is the server */
+	if ((acct->tunnel == NULL || acct->tunnel[0] == '\0') &&
+	    (acct->host == NULL || acct->host[0] == '\0')) {
 		*error_r = xasprintf("account %s: no host", acct->name);
 		return -EINVAL;
 	}
@@ -639,6 +593,91 @@ static void imap_interrupt(struct mf_backend *base)
 	imap_conn_interrupt(to_imap(base)->conn);
 }
 
+/* ---- STATUS replies (probe and LIST-STATUS) ---- */
+
+struct status_state {
+	bool seen;
+	bool has_uidvalidity, has_uidnext, has_messages, has_modseq;
+	uint64_t uidvalidity, uidnext, messages, modseq;
+};
+
+/* The attribute list of "* STATUS name (...)" into *s. */
+static void parse_status_items(const struct imap_token *l,
+			       struct status_state *s)
+{
+	s->seen = true;
+	for (unsigned int i = 0; i + 1 < l->count; i += 2) {
+		uint64_t v;
+
+		if (imap_token_u64(&l->list[i + 1], &v) < 0)
+			continue;
+		if (imap_token_is_atom(&l->list[i], "UIDVALIDITY")) {
+			s->uidvalidity = v;
+			s->has_uidvalidity = true;
+		} else if (imap_token_is_atom(&l->list[i], "UIDNEXT")) {
+			s->uidnext = v;
+			s->has_uidnext = true;
+		} else if (imap_token_is_atom(&l->list[i], "MESSAGES")) {
+			s->messages = v;
+			s->has_messages = true;
+		} else if (imap_token_is_atom(&l->list[i], "HIGHESTMODSEQ")) {
+			s->modseq = v;
+			s->has_modseq = true;
+		}
+	}
+}
+
+/* "* STATUS name (...)": the name token and the list, or false. */
+static bool is_status(const struct imap_response *r,
+		      const struct imap_token **name_r,
+		      const struct imap_token **list_r)
+{
+	if (r->type != IMAP_RESP_UNTAGGED || r->arg_count < 3 ||
+	    !imap_token_is_atom(&r->args[0], "STATUS") ||
+	    r->args[2].type != IMAP_TOK_LIST)
+		return false;
+	*name_r = &r->args[1];
+	*list_r = &r->args[2];
+	return true;
+}
+
+static int status_cb(void *ctx, const struct imap_response *r)
+{
+	const struct imap_token *name, *l;
+
+	if (is_status(r, &name, &l))
+		parse_status_items(l, ctx);
+	return 0;
+}
+
+/*
+ * The cursor fetch_changes would return for a folder with this STATUS if
+ * nothing changed since: built like its "now" cursor (HIGHESTMODSEQ 0
+ * means NOMODSEQ, which fetch_changes stores as 0 too). NULL when the
+ * reply lacks something the cursor needs.
+ */
+static char *status_cursor(const struct status_state *s, bool condstore)
+{
+	struct cursor c;
+
+	if (!s->seen || !s->has_uidvalidity || !s->has_uidnext ||
+	    !s->has_messages || (condstore && !s->has_modseq) ||
+	    s->uidvalidity == 0 || s->uidnext == 0)
+		return NULL;
+	c.uidvalidity = s->uidvalidity;
+	c.modseq = condstore ? s->modseq : 0;
+	c.uidnext = s->uidnext;
+	c.messages = s->messages;
+	return format_cursor(&c);
+}
+
+/* CONDSTORE as fetch_changes uses it (QRESYNC implies it). */
+static bool use_condstore(struct imap_backend *be)
+{
+	return imap_conn_qresync(be->conn) ||
+	       imap_conn_has_cap(be->conn, IMAP_CAP_CONDSTORE);
+}
+
 /* ---- list_folders ---- */
 
 struct list_entry {
@@ -646,6 +685,7 @@ struct list_entry {
 	char *decoded;
 	char delim;
 	unsigned int attrs;
+	struct status_state status;	/* LIST-STATUS */
 };
 
 struct list_state {
@@ -654,7 +694,42 @@ struct list_state {
 	bool delim_seen;
 	char delim;
 	bool too_many;
+	bool want_status;	/* collect "* STATUS" replies */
 };
+
+/* The entry a LIST-STATUS "* STATUS name" reply belongs to, or NULL. */
+static struct list_entry *list_find(struct list_state *ls, const char *name)
+{
+	/* the reply follows its LIST reply: try the last entry first */
+	if (ls->count > 0 && strcmp(ls->e[ls->count - 1].remote, name) == 0)
+		return &ls->e[ls->count - 1];
+	for (size_t i = 0; i < ls->count; i++) {
+		if (strcmp(ls->e[i].remote, name) == 0)
+			return &ls->e[i];
+	}
+	if (strcasecmp(name, "INBOX") != 0)
+		return NULL;
+	for (size_t i = 0; i < ls->count; i++) {
+		if ((ls->e[i].attrs & MF_FOLDER_INBOX) != 0)
+			return &ls->e[i];
+	}
+	return NULL;
+}
+
+static void list_status(struct list_state *ls, const struct imap_token *name,
+			const struct imap_token *l)
+{
+	const char *n = imap_token_str(name);
+	struct list_entry *e;
+
+	if (n == NULL || strlen(n) != name->len)
+		return;
+	e = list_find(ls, n);
+	if (e == NULL)
+		return;
+	memset(&e->status, 0, sizeof(e->status));
+	parse_status_items(l, &e->status);
+}
 
 static int list_cb(void *ctx, const struct imap_response *r)
 {
@@ -673,11 +748,15 @@ static int list_cb(void *ctx, const struct imap_response *r)
 		{ "\\All", MF_FOLDER_ALL },
 	};
 	struct list_state *ls = ctx;
-	const struct imap_token *fl;
+	const struct imap_token *fl, *sname, *sl;
 	const char *name, *d;
 	struct list_entry *e;
 	char *decoded;
 
+	if (ls->want_status && is_status(r, &sname, &sl)) {
+		list_status(ls, sname, sl);
+		return 0;
+	}
 	if (r->type != IMAP_RESP_UNTAGGED || r->arg_count < 4 ||
 	    !imap_token_is_atom(&r->args[0], "LIST") ||
 	    r->args[1].type != IMAP_TOK_LIST)
@@ -761,21 +840,93 @@ static void guess_special_use(struct list_state *ls)
 	}
 }
 
+static void list_state_free(struct list_state *ls)
+{
+	for (size_t i = 0; i < ls->count; i++) {
+		free(ls->e[i].remote);
+		free(ls->e[i].decoded);
+	}
+	free(ls->e);
+	ls->e = NULL;
+	ls->count = 0;
+}
+
+/*
+ * Run the LIST command cmd. With LIST-STATUS and a selected folder, an
+ * UNSELECT goes first in the same round trip: Dovecot answers STATUS of
+ * the selected mailbox from the session's own view, which may be stale
+ * ([CLIENTBUG]). *stale_r is set when the selected folder's status cannot
+ * be trusted (no UNSELECT, or it failed); it is borrowed from
+ * be->selected.
+ */
+static enum mf_status run_list(struct imap_backend *be, struct imap_cmd *cmd,
+			       struct list_state *ls, char **stale_r,
+			       char **error_r)
+{
+	struct imap_result res[2];
+	struct imap_cmd unselect;
+	struct imap_cmd *cmds[2];
+	enum mf_status st;
+
+	*stale_r = NULL;
+	if (!ls->want_status || be->selected == NULL)
+		return imap_conn_simple(be->conn, cmd, list_cb, ls, "LIST",
+					error_r);
+	if (!imap_conn_has_cap(be->conn, IMAP_CAP_UNSELECT)) {
+		*stale_r = be->selected;
+		return imap_conn_simple(be->conn, cmd, list_cb, ls, "LIST",
+					error_r);
+	}
+	imap_cmd_init(&unselect, "UNSELECT");
+	cmds[0] = &unselect;
+	cmds[1] = cmd;
+	st = imap_conn_run_pipeline(be->conn, cmds, 2, list_cb, ls, res,
+				    error_r);
+	imap_cmd_clear(&unselect);
+	if (st != MF_OK)
+		return st;
+	if (res[0].status == IMAP_STATUS_OK) {
+		free(be->selected);
+		be->selected = NULL;
+	} else {
+		*stale_r = be->selected;
+	}
+	st = imap_result_status(&res[1], "LIST", error_r);
+	imap_result_clear(&res[0]);
+	imap_result_clear(&res[1]);
+	return st;
+}
+
 static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 				void *ctx, char **error_r)
 {
 	struct list_state ls;
 	struct imap_cmd cmd;
 	enum mf_status st;
-	bool special;
+	bool special, lstatus, condstore;
+	char *stale = NULL;
 
 	memset(&ls, 0, sizeof(ls));
-	special = imap_conn_has_cap(be->conn, IMAP_CAP_LIST_EXTENDED) &&
+	lstatus = imap_conn_has_cap(be->conn, IMAP_CAP_LIST_STATUS);
+	special = (lstatus || imap_conn_has_cap(be->conn,
+						IMAP_CAP_LIST_EXTENDED)) &&
 		  imap_conn_has_cap(be->conn, IMAP_CAP_SPECIAL_USE);
+	condstore = use_condstore(be);
+	ls.want_status = lstatus;
 	imap_cmd_init(&cmd, "LIST \"\" \"*\"");
-	if (special)
-		imap_cmd_add(&cmd, " RETURN (SPECIAL-USE)");
-	st = imap_conn_simple(be->conn, &cmd, list_cb, &ls, "LIST", error_r);
+	if (special || lstatus) {
+		imap_cmd_add(&cmd, " RETURN (");
+		if (special)
+			imap_cmd_add(&cmd, lstatus ? "SPECIAL-USE " :
+				     "SPECIAL-USE");
+		if (lstatus)
+			imap_cmd_add(&cmd, condstore ?
+				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES "
+				     "HIGHESTMODSEQ)" :
+				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES)");
+		imap_cmd_add(&cmd, ")");
+	}
+	st = run_list(be, &cmd, &ls, &stale, error_r);
 	imap_cmd_clear(&cmd);
 	if (st == MF_OK && ls.too_many) {
 		*error_r = xasprintf("more than %u folders", IMAP_MAX_FOLDERS);
@@ -790,19 +941,24 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 		for (size_t i = 0; i < ls.count; i++) {
 			struct list_entry *e = &ls.e[i];
 			struct mf_remote_folder f;
-			char *path;
+			char *path, *status = NULL;
 
 			if ((e->attrs & MF_FOLDER_INBOX) != 0)
 				path = xstrdup("INBOX");
 			else
 				path = mf_folder_path_from_remote(e->decoded,
 								  e->delim);
+			if (lstatus && (e->attrs & MF_FOLDER_NOSELECT) == 0 &&
+			    (stale == NULL || strcmp(stale, e->remote) != 0))
+				status = status_cursor(&e->status, condstore);
 			memset(&f, 0, sizeof(f));
 			f.remote = e->remote;
 			f.path = path;
 			f.attrs = e->attrs;
+			f.status = status;
 			int r = cb(ctx, &f);
 			free(path);
+			free(status);
 			if (r != 0) {
 				*error_r = xstrdup("folder listing canceled");
 				st = MF_CANCELED;
@@ -810,11 +966,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 			}
 		}
 	}
-	for (size_t i = 0; i < ls.count; i++) {
-		free(ls.e[i].remote);
-		free(ls.e[i].decoded);
-	}
-	free(ls.e);
+	list_state_free(&ls);
 	return st;
 }
 
@@ -843,11 +995,7 @@ static enum mf_status get_delim(struct imap_backend *be, char **error_r)
 	imap_cmd_init(&cmd, "LIST \"\" \"\"");
 	st = imap_conn_simple(be->conn, &cmd, list_cb, &ls, "LIST", error_r);
 	imap_cmd_clear(&cmd);
-	for (size_t i = 0; i < ls.count; i++) {
-		free(ls.e[i].remote);
-		free(ls.e[i].decoded);
-	}
-	free(ls.e);
+	list_state_free(&ls);
 	if (st != MF_OK)
 		return st;
 	be->delim = ls.delim_seen ? ls.delim : '/';
@@ -1199,41 +1347,6 @@ static enum mf_status imap_fetch_changes(struct mf_backend *base,
 
 /* ---- probe ---- */
 
-struct status_state {
-	bool seen;
-	bool has_modseq;
-	uint64_t uidvalidity, uidnext, messages, modseq;
-};
-
-static int status_cb(void *ctx, const struct imap_response *r)
-{
-	struct status_state *s = ctx;
-	const struct imap_token *l;
-
-	if (r->type != IMAP_RESP_UNTAGGED || r->arg_count < 3 ||
-	    !imap_token_is_atom(&r->args[0], "STATUS") ||
-	    r->args[2].type != IMAP_TOK_LIST)
-		return 0;
-	l = &r->args[2];
-	s->seen = true;
-	for (unsigned int i = 0; i + 1 < l->count; i += 2) {
-		uint64_t v;
-		if (imap_token_u64(&l->list[i + 1], &v) < 0)
-			continue;
-		if (imap_token_is_atom(&l->list[i], "UIDVALIDITY"))
-			s->uidvalidity = v;
-		else if (imap_token_is_atom(&l->list[i], "UIDNEXT"))
-			s->uidnext = v;
-		else if (imap_token_is_atom(&l->list[i], "MESSAGES"))
-			s->messages = v;
-		else if (imap_token_is_atom(&l->list[i], "HIGHESTMODSEQ")) {
-			s->modseq = v;
-			s->has_modseq = true;
-		}
-	}
-	return 0;
-}
-
 static enum mf_status probe_once(struct imap_backend *be, const char *folder,
 				 const struct cursor *cur, bool *changed_r,
 				 char **error_r)
@@ -1451,6 +1564,59 @@ static enum mf_status imap_fetch_body(struct mf_backend *base,
 	return st;
 }
 
+/* ---- pipelining ---- */
+
+/*
+ * Run cmds[0..n) pipelined, at most IMAP_MAX_PIPELINE_BYTES of commands
+ * per round trip (nothing is read while a round is written). lsink (or
+ * NULL) is the literal sink for all of them; cb gets every untagged
+ * response. MF_OK when every command was answered OK (or, with
+ * expunged_ok, NO [EXPUNGEISSUED]); else the first failure, after which
+ * no further round is sent.
+ */
+static enum mf_status run_pipelined(struct imap_backend *be,
+				    struct imap_cmd *cmds, size_t n,
+				    const struct imap_literal_sink *lsink,
+				    imap_untagged_cb *cb, void *ctx,
+				    const char *what, bool expunged_ok,
+				    char **error_r)
+{
+	struct imap_cmd **round;
+	struct imap_result *res;
+	enum mf_status st = MF_OK;
+	size_t i = 0;
+
+	if (n == 0)
+		return MF_OK;
+	round = xcalloc(n, sizeof(*round));
+	res = xcalloc(n, sizeof(*res));
+	while (st == MF_OK && i < n) {
+		size_t k = 0, bytes = 0;
+
+		while (i + k < n && (k == 0 || bytes + cmds[i + k].text.len <=
+					       IMAP_MAX_PIPELINE_BYTES)) {
+			bytes += cmds[i + k].text.len;
+			round[k] = &cmds[i + k];
+			round[k]->sink = lsink;
+			k++;
+		}
+		st = imap_conn_run_pipeline(be->conn, round, (unsigned int)k,
+					    cb, ctx, res, error_r);
+		for (size_t j = 0; j < k; j++) {
+			if (st == MF_OK &&
+			    !(expunged_ok && res[j].status == IMAP_STATUS_NO &&
+			      imap_result_has_code(&res[j], "EXPUNGEISSUED")))
+				st = imap_result_status(&res[j], what,
+							error_r);
+			imap_result_clear(&res[j]);
+		}
+		i += k;
+	}
+	free(round);
+	free(res);
+	return st;
+}
+
 /* ---- set_flags ---- */
 
 static int cmp_u64(const void *a, const void *b)
@@ -1460,8 +1626,9 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Sorted unique uids into sets of at most IMAP_MAX_SET_LEN chars. */
-static char **build_sets(const uint64_t *uids, size_t n, size_t *count_r)
+/* Sorted unique uids into sets of about max_len chars at most. */
+static char **build_sets(const uint64_t *uids, size_t n, size_t max_len,
+			 size_t *count_r)
 {
 	char **sets = NULL;
 	size_t count = 0;
@@ -1472,7 +1639,7 @@ static char **build_sets(const uint64_t *uids, size_t n, size_t *count_r)
 		size_t j = i;
 		while (j + 1 < n && uids[j + 1] == uids[j] + 1)
 			j++;
-		if (b.len > IMAP_MAX_SET_LEN) {
+		if (b.len > max_len) {
 			sets = xrealloc(sets, (count + 1) * sizeof(*sets));
 			sets[count++] = mf_buf_steal(&b);
 		}
@@ -1494,37 +1661,55 @@ static char **build_sets(const uint64_t *uids, size_t n, size_t *count_r)
 	return sets;
 }
 
+static void store_cmd(struct imap_cmd *cmd, const char *set, char op,
+		      unsigned int flags)
+{
+	struct mf_buf fl;
+
+	mf_buf_init(&fl);
+	format_flags(&fl, flags);
+	imap_cmd_init(cmd, "UID STORE ");
+	imap_cmd_addf(cmd, "%s %cFLAGS.SILENT %s", set, op, fl.data);
+	mf_buf_free(&fl);
+}
+
 static enum mf_status store(struct imap_backend *be, const char *set,
 			    char op, unsigned int flags, char **error_r)
 {
 	struct imap_cmd cmd;
-	struct mf_buf fl;
 	enum mf_status st;
 
-	mf_buf_init(&fl);
-	format_flags(&fl, flags);
-	imap_cmd_init(&cmd, "UID STORE ");
-	imap_cmd_addf(&cmd, "%s %cFLAGS.SILENT %s", set, op, fl.data);
+	store_cmd(&cmd, set, op, flags);
 	st = imap_conn_simple(be->conn, &cmd, NULL, NULL, "UID STORE",
 			      error_r);
 	imap_cmd_clear(&cmd);
-	mf_buf_free(&fl);
 	return st;
 }
 
+/* Every STORE of the change, pipelined. */
 static enum mf_status flags_once(struct imap_backend *be, const char *folder,
 				 char **sets, size_t nsets, unsigned int add,
 				 unsigned int remove, char **error_r)
 {
+	struct imap_cmd *cmds;
 	enum mf_status st;
+	size_t n = 0;
 
 	st = select_folder(be, folder, false, error_r);
-	for (size_t i = 0; st == MF_OK && i < nsets; i++) {
+	if (st != MF_OK)
+		return st;
+	cmds = xcalloc(nsets * 2, sizeof(*cmds));
+	for (size_t i = 0; i < nsets; i++) {
 		if (add != 0)
-			st = store(be, sets[i], '+', add, error_r);
-		if (st == MF_OK && remove != 0)
-			st = store(be, sets[i], '-', remove, error_r);
+			store_cmd(&cmds[n++], sets[i], '+', add);
+		if (remove != 0)
+			store_cmd(&cmds[n++], sets[i], '-', remove);
 	}
+	st = run_pipelined(be, cmds, n, NULL, NULL, NULL, "UID STORE", false,
+			   error_r);
+	for (size_t i = 0; i < n; i++)
+		imap_cmd_clear(&cmds[i]);
+	free(cmds);
 	return st;
 }
 
@@ -1560,7 +1745,7 @@ static enum mf_status imap_set_flags(struct mf_backend *base,
 		if (u == 0 || uids[u - 1] != uids[i])
 			uids[u++] = uids[i];
 	}
-	sets = build_sets(uids, u, &nsets);
+	sets = build_sets(uids, u, IMAP_MAX_SET_LEN, &nsets);
 	free(uids);
 	RETRY_LOOP(be, st, error_r, true,
 		   st = flags_once(be, folder, sets, nsets, add, remove,
@@ -1568,6 +1753,367 @@ static enum mf_status imap_set_flags(struct mf_backend *base,
 	for (size_t i = 0; i < nsets; i++)
 		free(sets[i]);
 	free(sets);
+	return st;
+}
+
+/* ---- fetch_bodies ---- */
+
+/*
+ * Several bodies of one folder: UID FETCH set (UID BODY.PEEK[]) with sets
+ * of up to IMAP_MAX_FETCH_SET_LEN characters, pipelined in rounds (see
+ * run_pipelined()). Each BODY[] literal is streamed into the file the
+ * sink opens for its UID: the parser's begin_in hook shows the "UID n"
+ * that precedes BODY[] in the same FETCH response. A server that sends
+ * BODY[] before UID gets that body dropped and asked for again alone,
+ * where the UID is known in advance.
+ */
+
+enum body_item_state {
+	BODY_ITEM_PENDING,	/* nothing arrived yet */
+	BODY_ITEM_OPEN,		/* open() accepted it; done() is due */
+	BODY_ITEM_FINISHED,	/* done() was called, or open() refused */
+};
+
+struct body_item {
+	uint64_t uid;
+	size_t index;		/* in the caller's ids (sort tie-break) */
+	const char *id;		/* foreign: the caller's id */
+	enum body_item_state state;
+	bool refetch;		/* BODY[] came before UID: fetch alone */
+	bool too_big;
+	int fd;
+	uint64_t announced, written;
+	int write_err;		/* errno of the first failed write */
+};
+
+struct bodies_state {
+	const struct mf_body_sink *sink;
+	struct body_item *items;	/* sorted by uid, unique */
+	size_t count;
+	uint64_t max_size;
+	const char *folder;	/* foreign, for messages */
+	uint64_t single_uid;	/* the only UID asked for, or 0 */
+	struct body_item *cur;	/* whose literal is being streamed */
+	bool discard;		/* the literal being streamed is dropped */
+	bool called;		/* the sink was called: no retry */
+};
+
+static struct body_item *bodies_find(struct bodies_state *bs, uint64_t uid)
+{
+	size_t lo = 0, hi = bs->count;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (bs->items[mid].uid == uid)
+			return &bs->items[mid];
+		if (bs->items[mid].uid < uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* open() the item's file. false when the sink refused it. */
+static bool bodies_open(struct bodies_state *bs, struct body_item *it,
+			uint64_t size)
+{
+	int fd = -1;
+
+	bs->called = true;
+	if (bs->sink->open(bs->sink->ctx, it->id, &fd) < 0) {
+		it->state = BODY_ITEM_FINISHED;
+		return false;
+	}
+	it->state = BODY_ITEM_OPEN;
+	it->fd = fd;
+	it->announced = size;
+	it->written = 0;
+	it->write_err = 0;
+	it->too_big = size > bs->max_size;
+	return true;
+}
+
+static void bodies_write(struct body_item *it, const void *data, size_t len)
+{
+	int r;
+
+	if (it->write_err != 0 || it->too_big)
+		return;
+	r = mf_write_all(it->fd, data, len);
+	if (r < 0) {
+		it->write_err = -r;
+		return;
+	}
+	it->written += len;
+}
+
+/* done() for an open item: OK when its whole body was written. */
+static void bodies_finish(struct bodies_state *bs, struct body_item *it,
+			  enum mf_status fail)
+{
+	enum mf_status st = MF_OK;
+
+	if (it->state != BODY_ITEM_OPEN)
+		return;
+	if (it->too_big) {
+		mf_debug(MF_DBG_IMAP, "imap: message %" PRIu64 " in %s is %"
+			 PRIu64 " bytes, more than the limit of %" PRIu64,
+			 it->uid, bs->folder, it->announced, bs->max_size);
+		st = MF_PROTO;
+	} else if (fail != MF_OK) {
+		st = fail;
+	} else if (it->write_err != 0) {
+		mf_debug(MF_DBG_IMAP, "imap: writing message %" PRIu64
+			 " of %s: %s", it->uid, bs->folder,
+			 strerror(it->write_err));
+		st = MF_TEMP;
+	} else if (it->written != it->announced) {
+		st = MF_TEMP;
+	}
+	it->state = BODY_ITEM_FINISHED;
+	bs->called = true;
+	bs->sink->done(bs->sink->ctx, it->id, st, it->written);
+}
+
+static int bodies_begin(void *ctx, const struct imap_token *list,
+			const char *prev, uint64_t size)
+{
+	struct bodies_state *bs = ctx;
+	struct body_item *it;
+	uint64_t uid = 0;
+
+	if (prev == NULL || strcasecmp(prev, "BODY[]") != 0)
+		return 0;	/* not a body: keep it inline */
+	bs->cur = NULL;
+	bs->discard = true;
+	/* the pairs before "BODY[]" {n} */
+	for (unsigned int i = 0; i + 2 < list->count; i += 2) {
+		const struct imap_token *v = &list->list[i + 1];
+
+		if (imap_token_is_atom(&list->list[i], "UID") &&
+		    v->type == IMAP_TOK_NUMBER)
+			uid = v->num;
+	}
+	if (uid == 0)
+		uid = bs->single_uid;
+	if (uid == 0)
+		return 1;	/* UID after BODY[]: dropped, refetched */
+	it = bodies_find(bs, uid);
+	if (it == NULL || it->state != BODY_ITEM_PENDING)
+		return 1;	/* not asked for, or a repeat */
+	if (!bodies_open(bs, it, size))
+		return 1;
+	bs->cur = it;
+	bs->discard = it->too_big;
+	return 1;
+}
+
+static void bodies_data(void *ctx, const void *data, size_t len)
+{
+	struct bodies_state *bs = ctx;
+
+	if (!bs->discard && bs->cur != NULL)
+		bodies_write(bs->cur, data, len);
+}
+
+static int bodies_cb(void *ctx, const struct imap_response *r)
+{
+	struct bodies_state *bs = ctx;
+	struct body_item *it, *cur = bs->cur;
+	struct fetch_data f;
+	uint64_t uid;
+
+	/* a streamed literal ends with the response that holds it */
+	bs->cur = NULL;
+	bs->discard = false;
+	if (cur != NULL) {
+		bodies_finish(bs, cur, MF_OK);
+		return 0;
+	}
+	if (!parse_fetch(r, &f) || f.body == NULL)
+		return 0;
+	uid = f.has_uid ? f.uid : bs->single_uid;
+	it = bodies_find(bs, uid);
+	if (it == NULL || it->state != BODY_ITEM_PENDING)
+		return 0;
+	if (f.body->type == IMAP_TOK_LITERAL && f.body->streamed) {
+		/* dropped in bodies_begin: the UID came after BODY[] */
+		it->refetch = true;
+		return 0;
+	}
+	if (f.body->type == IMAP_TOK_NIL) {
+		it->state = BODY_ITEM_FINISHED;
+		bs->called = true;
+		bs->sink->done(bs->sink->ctx, it->id, MF_GONE, 0);
+		return 0;
+	}
+	if (imap_token_str(f.body) == NULL)
+		return 0;
+	/* a body kept inline ({0} or a quoted string) */
+	if (bodies_open(bs, it, f.body->len)) {
+		bodies_write(it, f.body->str, f.body->len);
+		bodies_finish(bs, it, MF_OK);
+	}
+	return 0;
+}
+
+static void bodies_fetch_cmd(struct imap_cmd *cmd, const char *set)
+{
+	imap_cmd_init(cmd, "UID FETCH ");
+	imap_cmd_add(cmd, set);
+	imap_cmd_add(cmd, " (UID BODY.PEEK[])");
+}
+
+/* The pipelined fetch of every pending item. */
+static enum mf_status bodies_sets(struct imap_backend *be,
+				  struct bodies_state *bs,
+				  const struct imap_literal_sink *lsink,
+				  char **error_r)
+{
+	struct imap_cmd *cmds;
+	enum mf_status st;
+	uint64_t *uids;
+	size_t n = 0, nsets;
+	char **sets;
+
+	uids = xcalloc(MF_MAX(bs->count, 1), sizeof(*uids));
+	for (size_t i = 0; i < bs->count; i++) {
+		if (bs->items[i].state == BODY_ITEM_PENDING)
+			uids[n++] = bs->items[i].uid;
+	}
+	sets = build_sets(uids, n, IMAP_MAX_FETCH_SET_LEN, &nsets);
+	free(uids);
+	cmds = xcalloc(MF_MAX(nsets, 1), sizeof(*cmds));
+	for (size_t i = 0; i < nsets; i++)
+		bodies_fetch_cmd(&cmds[i], sets[i]);
+	st = run_pipelined(be, cmds, nsets, lsink, bodies_cb, bs,
+			   "UID FETCH", true, error_r);
+	for (size_t i = 0; i < nsets; i++) {
+		imap_cmd_clear(&cmds[i]);
+		free(sets[i]);
+	}
+	free(cmds);
+	free(sets);
+	return st;
+}
+
+static enum mf_status bodies_once(struct imap_backend *be, const char *folder,
+				  struct bodies_state *bs, char **error_r)
+{
+	struct imap_literal_sink lsink;
+	enum mf_status st;
+
+	for (size_t i = 0; i < bs->count; i++)
+		bs->items[i].refetch = false;
+	bs->cur = NULL;
+	bs->discard = false;
+	bs->single_uid = 0;
+	st = select_folder(be, folder, true, error_r);
+	if (st != MF_OK)
+		return st;
+	memset(&lsink, 0, sizeof(lsink));
+	lsink.threshold = 0;
+	/* too big bodies are dropped here, not refused by the parser */
+	lsink.max_size = IMAP_PARSER_MAX_LITERAL_SIZE;
+	lsink.begin_in = bodies_begin;
+	lsink.data = bodies_data;
+	lsink.ctx = bs;
+	st = bodies_sets(be, bs, &lsink, error_r);
+	/* bodies that came before their UID, one at a time */
+	for (size_t i = 0; st == MF_OK && i < bs->count; i++) {
+		struct body_item *it = &bs->items[i];
+		struct imap_cmd cmd;
+		char set[24];
+
+		if (!it->refetch || it->state != BODY_ITEM_PENDING)
+			continue;
+		mf_debug(MF_DBG_IMAP, "imap: BODY[] of %" PRIu64 " in %s came "
+			 "before its UID; fetching it alone", it->uid, folder);
+		snprintf(set, sizeof(set), "%" PRIu64, it->uid);
+		bodies_fetch_cmd(&cmd, set);
+		bs->single_uid = it->uid;
+		st = run_pipelined(be, &cmd, 1, &lsink, bodies_cb, bs,
+				   "UID FETCH", true, error_r);
+		bs->single_uid = 0;
+		imap_cmd_clear(&cmd);
+	}
+	/* a body cut short by a failure */
+	for (size_t i = 0; i < bs->count; i++)
+		bodies_finish(bs, &bs->items[i], st != MF_OK ? st : MF_TEMP);
+	bs->cur = NULL;
+	if (st != MF_OK)
+		return st;
+	/* what the server did not return does not exist */
+	for (size_t i = 0; i < bs->count; i++) {
+		struct body_item *it = &bs->items[i];
+
+		if (it->state != BODY_ITEM_PENDING)
+			continue;
+		it->state = BODY_ITEM_FINISHED;
+		bs->called = true;
+		bs->sink->done(bs->sink->ctx, it->id, MF_GONE, 0);
+	}
+	return MF_OK;
+}
+
+static int cmp_body_item(const void *a, const void *b)
+{
+	const struct body_item *x = a, *y = b;
+
+	if (x->uid != y->uid)
+		return x->uid < y->uid ? -1 : 1;
+	return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static enum mf_status imap_fetch_bodies(struct mf_backend *base,
+					const char *folder,
+					const char *const *ids,
+					unsigned int count, uint64_t max_size,
+					const struct mf_body_sink *sink,
+					char **error_r)
+{
+	struct imap_backend *be = to_imap(base);
+	struct bodies_state bs;
+	enum mf_status st;
+	size_t n = 0, u = 0;
+
+	memset(&bs, 0, sizeof(bs));
+	bs.sink = sink;
+	bs.folder = folder;
+	bs.max_size = max_size != 0 ? max_size : UINT64_MAX;
+	bs.items = xcalloc(MF_MAX(count, 1), sizeof(*bs.items));
+	for (unsigned int i = 0; i < count; i++) {
+		uint64_t uid;
+		bool dup = false;
+
+		if (parse_uid(ids[i], &uid) == 0) {
+			bs.items[n].uid = uid;
+			bs.items[n].index = i;
+			bs.items[n].id = ids[i];
+			bs.items[n].fd = -1;
+			n++;
+			continue;
+		}
+		/* cannot exist: gone, once per id */
+		for (unsigned int j = 0; j < i && !dup; j++)
+			dup = strcmp(ids[j], ids[i]) == 0;
+		if (!dup)
+			sink->done(sink->ctx, ids[i], MF_GONE, 0);
+	}
+	qsort(bs.items, n, sizeof(*bs.items), cmp_body_item);
+	for (size_t i = 0; i < n; i++) {
+		if (u == 0 || bs.items[u - 1].uid != bs.items[i].uid)
+			bs.items[u++] = bs.items[i];
+	}
+	bs.count = u;
+	st = MF_OK;
+	if (bs.count > 0) {
+		RETRY_LOOP(be, st, error_r, !bs.called,
+			   st = bodies_once(be, folder, &bs, error_r));
+	}
+	free(bs.items);
 	return st;
 }
 
@@ -2143,6 +2689,7 @@ const struct mf_backend_ops mf_imap_backend_ops = {
 	.fetch_changes = imap_fetch_changes,
 	.probe = imap_probe,
 	.fetch_body = imap_fetch_body,
+	.fetch_bodies = imap_fetch_bodies,
 	.set_flags = imap_set_flags,
 	.append = imap_append,
 	.move = imap_move,

@@ -1,12 +1,26 @@
 /*
  * IMAP connection: transport, login, command I/O (see imap_conn.h).
  *
- * Transport: a small stack of layers, each with read/write that block up
- * to a deadline: the socket layer (non-blocking fd + poll) and the TLS
- * layer (OpenSSL on the same fd). A later deflate layer (COMPRESS) slots
- * in on top of either by wrapping c->top. Every poll also watches an
- * eventfd, so imap_conn_interrupt() from another thread wakes a blocked
- * call; an atomic flag makes a busy reader notice it too.
+ * Transport: a small stack of layers (imap_layer.h), each with read/write
+ * that block up to a deadline: the socket layer (non-blocking fd + poll),
+ * the TLS layer (OpenSSL on the same fd), and the deflate layer
+ * (COMPRESS=DEFLATE after login, imap_deflate.c) on top of either. Output
+ * is flushed at the end of each command and before waiting for a "+".
+ * Every poll also watches an eventfd, so imap_conn_interrupt() from
+ * another thread wakes a blocked call; an atomic flag makes a busy reader
+ * notice it too.
+ *
+ * Tunnel (acct->tunnel): instead of TCP, "sh -c COMMAND" runs with its
+ * stdin and stdout on one end of a socketpair, and the socket layer works
+ * on the other end exactly as on a TCP socket (timeouts, interrupts). The
+ * command is expected to be logged in already ("* PREAUTH"); there is no
+ * TLS over it. Its stderr is inherited (ssh prompts and errors reach the
+ * log). Closing the connection closes our end and reaps the child, sending
+ * SIGTERM (then SIGKILL) when it does not exit on its own.
+ *
+ * Pipelining: imap_conn_run_pipeline() sends several literal-free commands
+ * before reading any answer; the dispatcher matches tagged responses to
+ * them by tag.
  *
  * Responses: raw bytes go into c->in, are fed to the parser, and the
  * parser's callback (on_response) dispatches: capabilities, ENABLED and
@@ -20,6 +34,7 @@
  * sensitive, then "<hidden>".
  */
 #include "imap_conn.h"
+#include "imap_layer.h"
 
 #include "mf_config.h"
 #include "mf_util.h"
@@ -43,30 +58,15 @@
 #include <strings.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <signal.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define IN_BUF_SIZE (64 * 1024)
+/* How long a tunnel command may take to exit before each signal (ms). */
+#define TUNNEL_EXIT_MS 1000
 #define LOG_MAX 1000
-
-struct imap_layer;
-
-struct imap_layer_ops {
-	/* >0 bytes read, 0 EOF, -ETIMEDOUT, -ECANCELED, -EIO (message in
-	   conn->io_error) */
-	ssize_t (*read)(struct imap_layer *l, void *buf, size_t len,
-			int64_t deadline);
-	/* 0 or as read */
-	int (*write)(struct imap_layer *l, const void *buf, size_t len,
-		     int64_t deadline);
-	void (*free)(struct imap_layer *l);
-};
-
-struct imap_layer {
-	const struct imap_layer_ops *ops;
-	struct imap_layer *lower;	/* owned; NULL at the bottom */
-	struct imap_conn *conn;		/* foreign */
-};
 
 struct tls_layer {
 	struct imap_layer base;
@@ -88,6 +88,12 @@ struct conn_op {
 	bool changed;			/* cb returned 1 */
 	enum imap_status greet_status;
 	char *greet_text;		/* owned */
+	/* imap_conn_run_pipeline(): the tags and results of its commands
+	   (pipe_count > 0; tag is then "" and unused) */
+	char (*pipe_tags)[16];		/* foreign */
+	struct imap_result *pipe_res;	/* foreign */
+	bool *pipe_done;		/* foreign */
+	unsigned int pipe_count, pipe_left;
 };
 
 struct imap_conn {
@@ -97,6 +103,7 @@ struct imap_conn {
 	unsigned int timeout_ms;
 
 	int fd;
+	pid_t tunnel_pid;		/* the tunnel command, or 0 */
 	struct imap_layer *top;		/* owned; NULL when closed */
 	struct imap_parser *parser;	/* owned */
 	char *in;			/* owned, IN_BUF_SIZE */
@@ -435,6 +442,7 @@ static void sock_free(struct imap_layer *l)
 static const struct imap_layer_ops sock_ops = {
 	.read = sock_read,
 	.write = sock_write,
+	.flush = NULL,
 	.free = sock_free,
 };
 
@@ -561,6 +569,7 @@ static void tls_free(struct imap_layer *l)
 static const struct imap_layer_ops tls_ops = {
 	.read = tls_read,
 	.write = tls_write,
+	.flush = NULL,
 	.free = tls_free,
 };
 
@@ -586,6 +595,41 @@ struct imap_conn *imap_conn_new(const struct mf_account *acct)
 	return c;
 }
 
+/* Wait up to ms for pid to exit; true when it was reaped. */
+static bool tunnel_wait(pid_t pid, int ms)
+{
+	int64_t end = mf_mono_ms() + ms;
+	int status;
+	pid_t r;
+
+	for (;;) {
+		r = waitpid(pid, &status, WNOHANG);
+		if (r == pid || (r < 0 && errno != EINTR))
+			return true;	/* reaped, or not ours */
+		if (mf_mono_ms() >= end)
+			return false;
+		usleep(10 * 1000);
+	}
+}
+
+/*
+ * The tunnel command has seen EOF on its stdin (our end is closed): give
+ * it a moment to exit, then SIGTERM, then SIGKILL. Never leaves a zombie.
+ */
+static void tunnel_reap(pid_t pid)
+{
+	if (tunnel_wait(pid, TUNNEL_EXIT_MS))
+		return;
+	mf_debug(MF_DBG_IMAP, "imap: tunnel command (pid %d) still running; "
+		 "sending SIGTERM", (int)pid);
+	kill(pid, SIGTERM);
+	if (tunnel_wait(pid, TUNNEL_EXIT_MS))
+		return;
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+}
+
 void imap_conn_close(struct imap_conn *c)
 {
 	if (c->top != NULL) {
@@ -595,6 +639,10 @@ void imap_conn_close(struct imap_conn *c)
 	if (c->fd >= 0) {
 		close(c->fd);
 		c->fd = -1;
+	}
+	if (c->tunnel_pid > 0) {
+		tunnel_reap(c->tunnel_pid);
+		c->tunnel_pid = 0;
 	}
 	if (c->parser != NULL)
 		imap_parser_free(&c->parser);
@@ -780,6 +828,66 @@ next:
 	return MF_TEMP;
 }
 
+/*
+ * Run the tunnel command with its stdin/stdout on a socketpair; our end
+ * becomes c->fd. Everything is O_CLOEXEC, so the child holds nothing but
+ * its end (as fds 0 and 1) and the inherited stderr.
+ */
+static enum mf_status tunnel_connect(struct imap_conn *c, char **error_r)
+{
+	const char *cmd = c->acct->tunnel;
+	sigset_t all;
+	int sv[2];
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		*error_r = xasprintf("tunnel: socketpair: %s",
+				     strerror(errno));
+		return MF_TEMP;
+	}
+	pid = fork();
+	if (pid < 0) {
+		*error_r = xasprintf("tunnel: fork: %s", strerror(errno));
+		close(sv[0]);
+		close(sv[1]);
+		return MF_TEMP;
+	}
+	if (pid == 0) {
+		/* the child: async-signal-safe calls only */
+		static const int sigs[] = { SIGPIPE, SIGTERM, SIGINT, SIGHUP,
+					    SIGCHLD };
+		struct sigaction sa;
+
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = SIG_DFL;
+		for (size_t i = 0; i < MF_ARRAY_SIZE(sigs); i++)
+			sigaction(sigs[i], &sa, NULL);
+		sigemptyset(&all);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		/* dup2 clears O_CLOEXEC on the copies */
+		if (dup2(sv[1], STDIN_FILENO) < 0 ||
+		    dup2(sv[1], STDOUT_FILENO) < 0)
+			_exit(127);
+		/* belt and braces for descriptors opened without CLOEXEC
+		   elsewhere in the process (libraries) */
+		close_range(3, ~0u, 0);
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(sv[1]);
+	if (fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK) < 0) {
+		*error_r = xasprintf("tunnel: fcntl: %s", strerror(errno));
+		close(sv[0]);
+		tunnel_reap(pid);
+		return MF_TEMP;
+	}
+	mf_debug(MF_DBG_IMAP, "imap %s: tunnel command started (pid %d)",
+		 c->host, (int)pid);
+	c->fd = sv[0];
+	c->tunnel_pid = pid;
+	return MF_OK;
+}
+
 static enum mf_status tls_start(struct imap_conn *c, char **error_r)
 {
 	struct tls_layer *t = xcalloc(1, sizeof(*t));
@@ -790,6 +898,7 @@ static enum mf_status tls_start(struct imap_conn *c, char **error_r)
 	mf_buf_init(&b);
 	t->base.ops = &tls_ops;
 	t->base.conn = c;
+	t->base.io_error = &c->io_error;
 	ERR_clear_error();
 	t->ctx = SSL_CTX_new(TLS_client_method());
 	if (t->ctx == NULL)
@@ -943,6 +1052,45 @@ static void log_response(struct imap_conn *c, const struct imap_response *r)
 	mf_buf_free(&b);
 }
 
+static bool tagged_status_valid(const struct imap_response *r)
+{
+	return r->status == IMAP_STATUS_OK || r->status == IMAP_STATUS_NO ||
+	       r->status == IMAP_STATUS_BAD;
+}
+
+/* A tagged response while a pipeline runs: find its command. */
+static int pipe_tagged(struct imap_conn *c, struct conn_op *op,
+		       const struct imap_response *r)
+{
+	struct imap_result *res;
+	unsigned int i;
+
+	for (i = 0; i < op->pipe_count; i++) {
+		if (!op->pipe_done[i] && strcmp(r->tag, op->pipe_tags[i]) == 0)
+			break;
+	}
+	if (i == op->pipe_count) {
+		set_str(&c->proto_error,
+			xasprintf("unexpected tagged response %s", r->tag));
+		return -1;
+	}
+	if (!tagged_status_valid(r)) {
+		set_str(&c->proto_error,
+			xasprintf("invalid tagged response %s", r->tag));
+		return -1;
+	}
+	res = &op->pipe_res[i];
+	res->status = r->status;
+	set_str(&res->code, r->code != NULL ? code_string(r->code) : NULL);
+	set_str(&res->text, xstrdup(r->text));
+	op->pipe_done[i] = true;
+	if (--op->pipe_left > 0)
+		return 0;
+	op->done = true;
+	op->stop = true;
+	return 1;
+}
+
 static int on_response(void *ctx, const struct imap_response *r)
 {
 	struct imap_conn *c = ctx;
@@ -965,6 +1113,9 @@ static int on_response(void *ctx, const struct imap_response *r)
 		op->stop = true;
 		return 1;
 	}
+	if (r->type == IMAP_RESP_TAGGED && op != NULL &&
+	    op->pipe_count > 0)
+		return pipe_tagged(c, op, r);
 	if (r->type == IMAP_RESP_TAGGED) {
 		if (op == NULL || op->tag == NULL ||
 		    strcmp(r->tag, op->tag) != 0) {
@@ -973,9 +1124,7 @@ static int on_response(void *ctx, const struct imap_response *r)
 					  r->tag));
 			return -1;
 		}
-		if (r->status != IMAP_STATUS_OK &&
-		    r->status != IMAP_STATUS_NO &&
-		    r->status != IMAP_STATUS_BAD) {
+		if (!tagged_status_valid(r)) {
 			set_str(&c->proto_error,
 				xasprintf("invalid tagged response %s",
 					  r->tag));
@@ -991,7 +1140,7 @@ static int on_response(void *ctx, const struct imap_response *r)
 	}
 
 	/* untagged */
-	if (op != NULL && op->tag == NULL) {
+	if (op != NULL && op->tag == NULL && op->pipe_count == 0) {
 		/* the greeting */
 		op->greet_status = r->status;
 		set_str(&op->greet_text, xstrdup(r->text));
@@ -1085,6 +1234,21 @@ static enum mf_status conn_write(struct imap_conn *c, const void *data,
 		return MF_TEMP;
 	}
 	r = c->top->ops->write(c->top, data, len, deadline_in(c));
+	if (r < 0)
+		return io_fail(c, r, "writing to", error_r);
+	return MF_OK;
+}
+
+/* Send what the layers buffer (end of a command, or before a wait). */
+static enum mf_status conn_flush(struct imap_conn *c, char **error_r)
+{
+	int r;
+
+	if (c->top == NULL) {
+		*error_r = xstrdup("not connected");
+		return MF_TEMP;
+	}
+	r = imap_layer_flush(c->top, deadline_in(c));
 	if (r < 0)
 		return io_fail(c, r, "writing to", error_r);
 	return MF_OK;
@@ -1266,7 +1430,9 @@ enum mf_status imap_conn_run(struct imap_conn *c, struct imap_cmd *cmd,
 			break;
 		if (wait) {
 			op.want_cont = true;
-			st = pump(c, &op, 0, NULL, error_r);
+			st = conn_flush(c, error_r);
+			if (st == MF_OK)
+				st = pump(c, &op, 0, NULL, error_r);
 			if (st != MF_OK)
 				goto out;
 			if (op.done)
@@ -1299,6 +1465,9 @@ enum mf_status imap_conn_run(struct imap_conn *c, struct imap_cmd *cmd,
 		    i + 1 == cmd->part_count && pos == cmd->text.len)
 			break;	/* the response line ended the command */
 	}
+	st = conn_flush(c, error_r);
+	if (st != MF_OK)
+		goto out;
 	while (!op.done) {
 		st = pump(c, &op, 0, NULL, error_r);
 		if (st != MF_OK)
@@ -1332,6 +1501,71 @@ enum mf_status imap_conn_simple(struct imap_conn *c, struct imap_cmd *cmd,
 	return st;
 }
 
+enum mf_status imap_conn_run_pipeline(struct imap_conn *c,
+				      struct imap_cmd *const *cmds,
+				      unsigned int count, imap_untagged_cb *cb,
+				      void *ctx, struct imap_result *res_r,
+				      char **error_r)
+{
+	char (*tags)[16];
+	bool *done;
+	struct conn_op op;
+	struct mf_buf out;
+	enum mf_status st;
+
+	for (unsigned int i = 0; i < count; i++) {
+		memset(&res_r[i], 0, sizeof(res_r[i]));
+		if (cmds[i]->part_count != 0 || cmds[i]->sensitive)
+			abort();	/* a bug: these need run() */
+	}
+	if (count == 0)
+		return MF_OK;
+	if (c->top == NULL) {
+		*error_r = xstrdup("not connected");
+		return MF_TEMP;
+	}
+	tags = xcalloc(count, sizeof(*tags));
+	done = xcalloc(count, sizeof(*done));
+	memset(&op, 0, sizeof(op));
+	op.tag = "";
+	op.cb = cb;
+	op.ctx = ctx;
+	op.pipe_tags = tags;
+	op.pipe_res = res_r;
+	op.pipe_done = done;
+	op.pipe_count = op.pipe_left = count;
+	c->op = &op;
+	imap_parser_set_literal_sink(c->parser, cmds[0]->sink);
+	mf_buf_init(&out);
+	for (unsigned int i = 0; i < count; i++) {
+		snprintf(tags[i], sizeof(tags[i]), "a%04u",
+			 ++c->tag_seq % 100000);
+		log_command(c, tags[i], cmds[i], 0, cmds[i]->text.len, NULL,
+			    false);
+		mf_buf_appends(&out, tags[i]);
+		mf_buf_appendc(&out, ' ');
+		mf_buf_append(&out, cmds[i]->text.data, cmds[i]->text.len);
+		mf_buf_append(&out, "\r\n", 2);
+	}
+	st = conn_write(c, out.data, out.len, error_r);
+	if (st == MF_OK)
+		st = conn_flush(c, error_r);
+	while (st == MF_OK && !op.done)
+		st = pump(c, &op, 0, NULL, error_r);
+	if (st != MF_OK) {
+		for (unsigned int i = 0; i < count; i++)
+			imap_result_clear(&res_r[i]);
+	}
+	if (c->op == &op)
+		c->op = NULL;
+	if (c->parser != NULL)
+		imap_parser_set_literal_sink(c->parser, NULL);
+	mf_buf_free(&out);
+	free(tags);
+	free(done);
+	return st;
+}
+
 enum mf_status imap_conn_idle(struct imap_conn *c, int timeout_ms,
 			      imap_untagged_cb *cb, void *ctx,
 			      bool *changed_r, char **error_r)
@@ -1360,6 +1594,8 @@ enum mf_status imap_conn_idle(struct imap_conn *c, int timeout_ms,
 	snprintf(line, sizeof(line), "%s IDLE\r\n", tag);
 	mf_debug(MF_DBG_IMAP, "imap %s: C: %s IDLE", c->host, tag);
 	st = conn_write(c, line, strlen(line), error_r);
+	if (st == MF_OK)
+		st = conn_flush(c, error_r);
 	if (st != MF_OK)
 		goto out;
 	/* wait for "+"; changes may already arrive before it */
@@ -1386,6 +1622,8 @@ enum mf_status imap_conn_idle(struct imap_conn *c, int timeout_ms,
 	if (!op.done) {
 		mf_debug(MF_DBG_IMAP, "imap %s: C: DONE", c->host);
 		st = conn_write(c, "DONE\r\n", 6, error_r);
+		if (st == MF_OK)
+			st = conn_flush(c, error_r);
 		if (st != MF_OK)
 			goto out;
 		while (!op.done) {
@@ -1581,9 +1819,46 @@ static enum mf_status login(struct imap_conn *c, char **error_r)
 	return MF_OK;
 }
 
+/*
+ * COMPRESS DEFLATE; on OK, everything after the tagged response is
+ * compressed both ways. A refusal is not fatal.
+ */
+static enum mf_status start_compress(struct imap_conn *c, char **error_r)
+{
+	struct imap_result res;
+	struct imap_cmd cmd;
+	enum mf_status st;
+
+	imap_cmd_init(&cmd, "COMPRESS DEFLATE");
+	st = imap_conn_run(c, &cmd, NULL, NULL, &res, error_r);
+	imap_cmd_clear(&cmd);
+	if (st != MF_OK)
+		return st;
+	if (res.status != IMAP_STATUS_OK) {
+		mf_debug(MF_DBG_IMAP, "imap %s: COMPRESS refused: %s",
+			 c->host, res.text);
+		imap_result_clear(&res);
+		return MF_OK;
+	}
+	imap_result_clear(&res);
+	if (imap_parser_in_response(c->parser)) {
+		*error_r = xasprintf("%s: response split by COMPRESS",
+				     c->host);
+		imap_conn_close(c);
+		return MF_PROTO;
+	}
+	/* bytes after the OK are already compressed */
+	c->top = imap_deflate_layer_new(c->top, c->in + c->in_start,
+					c->in_end - c->in_start);
+	c->in_start = c->in_end = 0;
+	mf_debug(MF_DBG_IMAP, "imap %s: compression enabled", c->host);
+	return MF_OK;
+}
+
 enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 {
 	const struct mf_account *acct = c->acct;
+	bool tunnel = acct->tunnel != NULL && acct->tunnel[0] != '\0';
 	struct imap_layer *sock;
 	bool preauth = false;
 	enum mf_status st;
@@ -1591,11 +1866,11 @@ enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 	if (c->connected)
 		return MF_OK;
 	imap_conn_close(c);
-	if (c->host[0] == '\0') {
+	if (c->host[0] == '\0' && !tunnel) {
 		*error_r = xstrdup("no host configured");
 		return MF_PROTO;
 	}
-	if (acct->tls == MF_TLS_NONE && !acct->allow_plaintext &&
+	if (!tunnel && acct->tls == MF_TLS_NONE && !acct->allow_plaintext &&
 	    !host_is_loopback(c->host)) {
 		*error_r = xasprintf("refusing an unencrypted connection to "
 				     "%s (tls = none needs allow_plaintext)",
@@ -1606,18 +1881,23 @@ enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 		*error_r = xstrdup("interrupted");
 		return MF_CANCELED;
 	}
-	mf_debug(MF_DBG_IMAP, "imap %s: connecting to port %u", c->host,
-		 c->port);
-	st = tcp_connect(c, error_r);
+	if (tunnel) {
+		st = tunnel_connect(c, error_r);
+	} else {
+		mf_debug(MF_DBG_IMAP, "imap %s: connecting to port %u",
+			 c->host, c->port);
+		st = tcp_connect(c, error_r);
+	}
 	if (st != MF_OK)
 		return st;
 	sock = xcalloc(1, sizeof(*sock));
 	sock->ops = &sock_ops;
 	sock->conn = c;
+	sock->io_error = &c->io_error;
 	c->top = sock;
 	c->parser = imap_parser_new(on_response, c);
 	c->generation++;
-	if (acct->tls == MF_TLS_IMPLICIT) {
+	if (acct->tls == MF_TLS_IMPLICIT && !tunnel) {
 		st = tls_start(c, error_r);
 		if (st != MF_OK)
 			goto fail;
@@ -1625,7 +1905,7 @@ enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 	st = read_greeting(c, &preauth, error_r);
 	if (st != MF_OK)
 		goto fail;
-	if (acct->tls == MF_TLS_STARTTLS) {
+	if (acct->tls == MF_TLS_STARTTLS && !tunnel) {
 		if (preauth) {
 			*error_r = xasprintf("%s sent PREAUTH, so STARTTLS is "
 					     "impossible", c->host);
@@ -1641,6 +1921,13 @@ enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 		if (st != MF_OK)
 			goto fail;
 	}
+	if (!preauth && tunnel && acct->user == NULL) {
+		*error_r = xstrdup("the tunnel command greeted with OK, not "
+				   "PREAUTH, and no user is configured to "
+				   "log in");
+		st = MF_AUTH;
+		goto fail;
+	}
 	if (!preauth) {
 		c->caps_known = false;
 		st = login(c, error_r);
@@ -1651,6 +1938,11 @@ enum mf_status imap_conn_connect(struct imap_conn *c, char **error_r)
 			if (st != MF_OK)
 				goto fail;
 		}
+	}
+	if (acct->compress && imap_conn_has_cap(c, IMAP_CAP_COMPRESS)) {
+		st = start_compress(c, error_r);
+		if (st != MF_OK)
+			goto fail;
 	}
 	if (imap_conn_has_cap(c, IMAP_CAP_QRESYNC) &&
 	    imap_conn_has_cap(c, IMAP_CAP_ENABLE)) {

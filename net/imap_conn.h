@@ -1,9 +1,11 @@
 /*
- * One IMAP connection: transport (TCP, TLS, STARTTLS), greeting, login,
- * capabilities, and running tagged commands.
+ * One IMAP connection: transport (TCP, TLS, STARTTLS, a tunnel command,
+ * COMPRESS=DEFLATE), greeting, login, capabilities, and running tagged
+ * commands, one at a time or pipelined.
  *
- * Usage: imap_conn_new() (no I/O), imap_conn_connect() (connect, TLS,
- * greeting, login, ENABLE QRESYNC), then build commands with imap_cmd_*()
+ * Usage: imap_conn_new() (no I/O), imap_conn_connect() (connect or start
+ * the tunnel, TLS, greeting, login unless PREAUTH, COMPRESS, ENABLE
+ * QRESYNC), then build commands with imap_cmd_*()
  * and run them with imap_conn_run(). Untagged responses that arrive
  * while a command runs are passed to the command's callback; the tagged
  * result comes back in struct imap_result.
@@ -170,6 +172,20 @@ enum mf_status imap_conn_run(struct imap_conn *c, struct imap_cmd *cmd,
 enum mf_status imap_conn_simple(struct imap_conn *c, struct imap_cmd *cmd,
 				imap_untagged_cb *cb, void *ctx,
 				const char *what, char **error_r);
+
+/*
+ * Pipelining: send count commands at once, then read every answer;
+ * untagged responses go to cb, command i's tagged result to res_r[i]
+ * (count entries; caller clears them). The commands must have no
+ * literals and no secrets; the literal sink of cmds[0] applies to all.
+ * Keep the total short (a few tens of KB): nothing is read while the
+ * commands are written. Returns MF_OK when every tagged response arrived.
+ */
+enum mf_status imap_conn_run_pipeline(struct imap_conn *c,
+				      struct imap_cmd *const *cmds,
+				      unsigned int count, imap_untagged_cb *cb,
+				      void *ctx, struct imap_result *res_r,
+				      char **error_r);
 
 /*
  * IDLE: start it (send IDLE, wait for "+"), then wait until cb returns 1

@@ -458,7 +458,10 @@ static int parse_literal(struct imap_parser *p, const char *s, size_t n,
 		prev = list->list[list->count - 2].str;
 
 	if (p->sink != NULL && size > p->sink->threshold) {
-		r = p->sink->begin(p->sink->ctx, prev, size);
+		if (p->sink->begin_in != NULL)
+			r = p->sink->begin_in(p->sink->ctx, list, prev, size);
+		else
+			r = p->sink->begin(p->sink->ctx, prev, size);
 		if (r < 0)
 			return fail(p, "literal of %" PRIu64
 				    " bytes refused by the consumer", size);

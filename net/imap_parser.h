@@ -119,6 +119,15 @@ struct imap_literal_sink {
 	uint64_t threshold;
 	uint64_t max_size;
 	int (*begin)(void *ctx, const char *prev_atom, uint64_t size);
+	/*
+	 * Optional; used instead of begin when set. list is the list that
+	 * holds the literal, with the elements before it (the literal
+	 * itself is its last element), so a consumer can see e.g. the
+	 * "UID 7" that precedes "BODY[]" in a FETCH response. Borrowed for
+	 * the call.
+	 */
+	int (*begin_in)(void *ctx, const struct imap_token *list,
+			const char *prev_atom, uint64_t size);
 	void (*data)(void *ctx, const void *data, size_t len);
 	void *ctx;
 };
