@@ -73,12 +73,15 @@ static const char schema[] =
 	" gen INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS message_place"
 	" ON message(folder, dir, name);"
+	/* (folder, dir) then rowid: readdir's id-cookie ranges. */
+	"CREATE INDEX IF NOT EXISTS message_dir ON message(folder, dir);"
 	"CREATE INDEX IF NOT EXISTS message_link"
 	" ON message(folder, link_name) WHERE link_name IS NOT NULL;"
 	"CREATE INDEX IF NOT EXISTS message_server"
 	" ON message(rfolder, ruid) WHERE ruid IS NOT NULL;"
-	"CREATE INDEX IF NOT EXISTS message_match"
-	" ON message(folder, msgid) WHERE ruid IS NULL;"
+	"DROP INDEX IF EXISTS message_match;"
+	"CREATE INDEX IF NOT EXISTS message_content"
+	" ON message(folder, msgid, size);"
 	"CREATE TABLE IF NOT EXISTS queue ("
 	" id INTEGER PRIMARY KEY AUTOINCREMENT,"
 	" account TEXT NOT NULL,"
@@ -236,6 +239,26 @@ void meta_read_message(sqlite3_stmt *s, struct mf_message *m)
 	m->ctime = sqlite3_column_int64(s, 11);
 	m->msgid = col_strdup(s, 12);
 	m->blob = col_strdup(s, 13);
+	m->state = sqlite3_column_int(s, 14);
+}
+
+/* Like meta_read_message, but the strings are borrowed from s. */
+static void peek_message(sqlite3_stmt *s, struct mf_message *m)
+{
+	m->id = sqlite3_column_int64(s, 0);
+	m->folder = sqlite3_column_int64(s, 1);
+	m->dir = sqlite3_column_int(s, 2);
+	m->name = (char *)sqlite3_column_text(s, 3);
+	m->link_name = (char *)sqlite3_column_text(s, 4);
+	m->rfolder = sqlite3_column_int64(s, 5);
+	m->ruid = (char *)sqlite3_column_text(s, 6);
+	m->flags = (unsigned int)sqlite3_column_int(s, 7);
+	m->base_flags = (unsigned int)sqlite3_column_int(s, 8);
+	m->size = (uint64_t)sqlite3_column_int64(s, 9);
+	m->internaldate = sqlite3_column_int64(s, 10);
+	m->ctime = sqlite3_column_int64(s, 11);
+	m->msgid = (char *)sqlite3_column_text(s, 12);
+	m->blob = (char *)sqlite3_column_text(s, 13);
 	m->state = sqlite3_column_int(s, 14);
 }
 
@@ -464,6 +487,7 @@ enum {
 	S_MSG_SET_LINK,
 	S_QUEUE_LEN,
 	S_QUEUE_DROP_MKDIR,
+	S_MSG_SET_MSGID,
 	S_STMT_COUNT_META,
 };
 
@@ -656,7 +680,7 @@ int mf_store_list_folders(int64_t parent, uint64_t cookie, mf_dirent_cb *cb,
 		int64_t id = sqlite3_column_int64(s, 0);
 		const char *name = (const char *)sqlite3_column_text(s, 1);
 
-		if (cb(ctx, name, mf_ino_folder(id, 0), true,
+		if (cb(ctx, name, mf_ino_folder(id, 0), NULL,
 		       (uint64_t)id + 1))
 			break;
 	}
@@ -683,20 +707,20 @@ int mf_store_list_messages(int64_t folder, int dir, uint64_t cookie,
 	 */
 	if (cookie < (1ULL << 62)) {
 		s = meta_stmt(c, S_LIST_MSGS,
-			      "SELECT id, name FROM message WHERE folder = ?"
-			      " AND dir = ? AND id >= ? ORDER BY id");
+			      "SELECT " MSG_COLS " FROM message INDEXED BY "
+			      "message_dir WHERE folder = ? AND dir = ? AND "
+			      "id >= ? ORDER BY id");
 		if (!s)
 			return -EIO;
 		sqlite3_bind_int64(s, 1, folder);
 		sqlite3_bind_int(s, 2, dir);
 		sqlite3_bind_int64(s, 3, (int64_t)cookie);
 		while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-			int64_t id = sqlite3_column_int64(s, 0);
-			const char *name =
-				(const char *)sqlite3_column_text(s, 1);
+			struct mf_message m;
 
-			if (cb(ctx, name, (uint64_t)id, false,
-			       (uint64_t)id + 1)) {
+			peek_message(s, &m);
+			if (cb(ctx, m.name, (uint64_t)m.id, &m,
+			       (uint64_t)m.id + 1)) {
 				stopped = true;
 				break;
 			}
@@ -709,7 +733,7 @@ int mf_store_list_messages(int64_t folder, int dir, uint64_t cookie,
 		cookie = 1ULL << 62;
 	}
 	s = meta_stmt(c, S_LIST_LINKS,
-		      "SELECT id, link_name FROM message WHERE folder = ? AND"
+		      "SELECT " MSG_COLS " FROM message WHERE folder = ? AND"
 		      " link_name IS NOT NULL AND dir != 3 AND id >= ?"
 		      " ORDER BY id");
 	if (!s)
@@ -717,11 +741,11 @@ int mf_store_list_messages(int64_t folder, int dir, uint64_t cookie,
 	sqlite3_bind_int64(s, 1, folder);
 	sqlite3_bind_int64(s, 2, (int64_t)(cookie - (1ULL << 62)));
 	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-		int64_t id = sqlite3_column_int64(s, 0);
-		const char *name = (const char *)sqlite3_column_text(s, 1);
+		struct mf_message m;
 
-		if (cb(ctx, name, (uint64_t)id, false,
-		       (1ULL << 62) + (uint64_t)id + 1))
+		peek_message(s, &m);
+		if (cb(ctx, m.link_name, (uint64_t)m.id, &m,
+		       (1ULL << 62) + (uint64_t)m.id + 1))
 			break;
 	}
 	sqlite3_reset(s);
@@ -1411,6 +1435,23 @@ int mf_store_set_mtime(int64_t msg_id, int64_t seconds)
 	sqlite3_bind_int64(s, 1, seconds);
 	sqlite3_bind_int64(s, 2, msg_id);
 	return meta_wend(c, meta_exec_stmt(c, s, "set mtime"));
+}
+
+int mf_store_set_msgid(int64_t msg_id, const char *msgid)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_MSG_SET_MSGID,
+		      "UPDATE message SET msgid = ? WHERE id = ?");
+	if (!s)
+		return meta_wend(c, -EIO);
+	if (msgid)
+		sqlite3_bind_text(s, 1, msgid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, msg_id);
+	return meta_wend(c, meta_exec_stmt(c, s, "set msgid"));
 }
 
 int mf_store_set_size(int64_t msg_id, uint64_t size)

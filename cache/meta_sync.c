@@ -30,6 +30,9 @@
 
 #define BATCH_COMMIT_EVERY 2000
 #define BATCH_MAX_CREATE_NOTIFY 1000
+/* A snapshot removing more than half of a folder, and more than this
+ * many messages, is held back. */
+#define MASS_DELETE_MIN 20
 
 enum {
 	S_ENGINE_FOLDERS = 40,
@@ -60,6 +63,9 @@ enum {
 	S_SET_BLOB_SIZE,
 	S_WAS_DELETED,
 	S_PREFETCH,
+	S_HAS_UNMATCHED,
+	S_ACCOUNT_LISTED,
+	S_COUNT_CANDIDATES,
 	S_STMT_END,
 };
 
@@ -322,6 +328,25 @@ int mf_store_apply_folder_list(const char *account,
 	return ret;
 }
 
+bool mf_store_account_listed(const char *account)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	bool listed = false;
+
+	if (!c)
+		return false;
+	s = meta_stmt(c, S_ACCOUNT_LISTED,
+		      "SELECT 1 FROM folder WHERE account = ? AND "
+		      "(attrs & 2) != 0 LIMIT 1");
+	if (!s)
+		return false;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	listed = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_reset(s);
+	return listed;
+}
+
 bool mf_store_folder_was_deleted(const char *account, const char *remote)
 {
 	struct meta_conn *c = meta_conn();
@@ -413,6 +438,9 @@ struct mf_sync_batch {
 	uint64_t matched;	/* rows re-matched (reset) */
 	uint64_t known_before;
 	bool first_sync;	/* no rows before: skip per-entry notices */
+	bool may_match;		/* rows wait to be matched by content */
+	uint64_t candidates;	/* rows waiting to be matched (reset) */
+	bool held;		/* the guard held a removal back */
 	unsigned int dirs_changed;	/* bits 1 << (dir + 1) */
 	struct pending_notify *notes;
 	unsigned int nnotes;
@@ -500,6 +528,26 @@ int mf_sync_batch_begin(int64_t folder, const struct mf_changes_info *info,
 	mf_store_folder_known_count(folder, &b->known_before);
 	b->first_sync = b->known_before == 0;
 	ret = batch_txn(b);
+	if (ret == 0) {
+		/*
+		 * Rows that may be matched by content (uploads, moves, a
+		 * reset). Usually there are none, and the lookup per new
+		 * message can be skipped: on a first listing of 100,000
+		 * messages that is most of the work.
+		 */
+		s = meta_stmt(b->c, S_HAS_UNMATCHED,
+			      "SELECT 1 FROM message WHERE folder = ? AND "
+			      "(ruid IS NULL OR rfolder != folder) AND "
+			      "state IN (2, 3, 4, 6) LIMIT 1");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, folder);
+			b->may_match = info->reset ||
+				       sqlite3_step(s) == SQLITE_ROW;
+			sqlite3_reset(s);
+		}
+	}
 	if (ret == 0 && info->reset) {
 		/*
 		 * The server renumbered the folder: every row it had loses
@@ -516,10 +564,25 @@ int mf_sync_batch_begin(int64_t folder, const struct mf_changes_info *info,
 			sqlite3_bind_int64(s, 2, folder);
 			ret = meta_exec_stmt(b->c, s, "reset folder");
 		}
+		if (ret == 0) {
+			s = meta_stmt(b->c, S_COUNT_CANDIDATES,
+				      "SELECT count(*) FROM message WHERE "
+				      "folder = ? AND state = 6 AND ruid IS "
+				      "NULL AND dir != 3");
+			if (!s) {
+				ret = -EIO;
+			} else {
+				sqlite3_bind_int64(s, 1, folder);
+				if (sqlite3_step(s) == SQLITE_ROW)
+					b->candidates = (uint64_t)
+						sqlite3_column_int64(s, 0);
+				sqlite3_reset(s);
+			}
+		}
 		mf_notice("%s: folder %lld was renumbered by the server "
 			  "(UIDVALIDITY); matching %llu messages by content",
 			  b->account ? b->account : "?", (long long)folder,
-			  (unsigned long long)b->known_before);
+			  (unsigned long long)b->candidates);
 	}
 	if (ret < 0) {
 		if (b->c)
@@ -769,7 +832,7 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
 		ret = 0;	/* flags of a message we never listed */
 	} else if (ret == -ENOENT) {
-		ret = find_match(b, &ch->msg, &m);
+		ret = b->may_match ? find_match(b, &ch->msg, &m) : -ENOENT;
 		if (ret == 0) {
 			mf_debug(MF_DBG_SYNC, "sync: matched %s to row %lld",
 				 ch->msg.id, (long long)m.id);
@@ -813,11 +876,13 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 	unsigned int n = 0;
 	int ret = 0;
 
-	if (b->listed == 0 && b->known_before > 0) {
+	if (b->listed == 0 && (b->known_before > 0 || b->candidates > 0)) {
 		char *why = xasprintf(
 			"the server listed no messages where mailfs knows "
 			"%llu; nothing was removed",
-			(unsigned long long)b->known_before);
+			(unsigned long long)MF_MAX(b->known_before,
+						   b->candidates));
+		b->held = true;
 		mf_warn("%s: folder %lld: %s", b->account ? b->account : "?",
 			(long long)b->folder, why);
 		s = meta_stmt(b->c, S_SET_HELD,
@@ -830,12 +895,19 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 		free(why);
 		return 0;
 	}
-	if (b->info.reset && b->matched == 0 && b->known_before > 0) {
-		mf_warn("%s: folder %lld was renumbered and none of %llu known "
-			"messages matched; keeping them", b->account ? b->account
-								   : "?",
-			(long long)b->folder,
-			(unsigned long long)b->known_before);
+	if (b->info.reset && b->candidates > 0 &&
+	    b->matched * 2 < b->candidates) {
+		/*
+		 * Most of what mailfs knew is not there under the new
+		 * numbering: a broken server as likely as a deliberate
+		 * change. Keep the unmatched ones.
+		 */
+		mf_warn("%s: folder %lld was renumbered and only %llu of "
+			"%llu known messages matched; keeping the others",
+			b->account ? b->account : "?", (long long)b->folder,
+			(unsigned long long)b->matched,
+			(unsigned long long)b->candidates);
+		b->held = true;
 		return 0;
 	}
 	s = meta_stmt(b->c, S_UNLISTED,
@@ -854,6 +926,18 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 		n++;
 	}
 	sqlite3_reset(s);
+	if (n > MASS_DELETE_MIN && (uint64_t)n * 2 > b->known_before) {
+		/* DESIGN.md safety rule 3: more than half of a folder. */
+		mf_warn("%s: folder %lld: a complete listing would remove "
+			"%u of %llu messages; nothing was removed",
+			b->account ? b->account : "?", (long long)b->folder, n,
+			(unsigned long long)b->known_before);
+		b->held = true;
+		for (unsigned int i = 0; i < n; i++)
+			mf_message_clear(&gone[i]);
+		free(gone);
+		return 0;
+	}
 	for (unsigned int i = 0; i < n; i++) {
 		if (ret == 0)
 			ret = apply_gone(b, &gone[i]);
@@ -873,7 +957,12 @@ int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
 		ret = batch_txn(b);
 		if (ret == 0 && b->info.snapshot)
 			ret = sweep_unlisted(b);
-		if (ret == 0 && cursor) {
+		/*
+		 * Held back: keep the old cursor, so the next sync looks
+		 * again (and says so again) instead of taking the folder as
+		 * unchanged.
+		 */
+		if (ret == 0 && cursor && !b->held) {
 			sqlite3_stmt *s = meta_stmt(
 				b->c, S_SET_CURSOR,
 				"UPDATE folder SET cursor = ?, held = CASE "

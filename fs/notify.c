@@ -105,7 +105,9 @@ static void deliver(struct note *n)
 				nt.se, n->parent, n->name, strlen(n->name));
 		break;
 	case NOTE_INODE:
-		ret = fuse_lowlevel_notify_inval_inode(nt.se, n->parent, -1,
+		/* Offset 0 drops cached pages too: a directory's cached
+		 * listing, a body whose size was corrected. */
+		ret = fuse_lowlevel_notify_inval_inode(nt.se, n->parent, 0,
 						       0);
 		break;
 	}

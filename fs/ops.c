@@ -38,6 +38,7 @@
 #endif
 
 #define DIR_OFF_BASE 16		/* readdir offsets above "." ".." cur new tmp */
+#define MSGID_SCAN_BYTES (256 * 1024)	/* header bytes read for Message-ID */
 
 static struct mf_fs_options fsopt;
 
@@ -224,6 +225,16 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 	return -ENOENT;
 }
 
+static void entry_from_message(const struct mf_message *m,
+			       struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	fill_message(&e->attr, m);
+	e->ino = (fuse_ino_t)m->id;
+	e->attr_timeout = m->state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+	e->entry_timeout = fsopt.entry_timeout;
+}
+
 static int entry_for(fuse_ino_t ino, struct fuse_entry_param *e)
 {
 	double timeout;
@@ -312,8 +323,24 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
 	fuse_ino_t ino;
-	int ret;
+	int64_t id;
+	int sub, ret;
 
+	if (mf_ino_decode(parent, &id, &sub) == MF_INO_KIND_SUBDIR) {
+		/* The hot path (mutt, notmuch): one query, row to reply. */
+		struct mf_message m;
+
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_lookup(id, sub - 1, name, &m);
+		if (ret == 0)
+			entry_from_message(&m, &e);
+		mf_message_clear(&m);
+		if (ret < 0)
+			fuse_reply_err(req, -ret);
+		else
+			fuse_reply_entry(req, &e);
+		return;
+	}
 	ret = resolve(parent, name, &ino);
 	if (ret == 0)
 		ret = entry_for(ino, &e);
@@ -431,14 +458,16 @@ struct dir_fill {
 };
 
 static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
-		     bool is_dir, off_t next_off)
+		     bool is_dir, const struct mf_message *m, off_t next_off)
 {
 	size_t need;
 
 	if (d->plus) {
 		struct fuse_entry_param e;
 
-		if (entry_for(ino, &e) < 0)
+		if (m)
+			entry_from_message(m, &e);
+		else if (entry_for(ino, &e) < 0)
 			return 0;	/* vanished meanwhile: skip */
 		need = fuse_add_direntry_plus(d->req, NULL, 0, name, NULL, 0);
 		if (d->used + need > d->size)
@@ -466,14 +495,14 @@ struct list_adapter {
 	bool root;
 };
 
-static int list_cb(void *ctx, const char *name, uint64_t ino, bool is_dir,
-		   uint64_t next_cookie)
+static int list_cb(void *ctx, const char *name, uint64_t ino,
+		   const struct mf_message *m, uint64_t next_cookie)
 {
 	struct list_adapter *la = ctx;
 
 	if (la->root && !account_configured(name))
 		return 0;
-	return add_entry(la->d, name, ino, is_dir,
+	return add_entry(la->d, name, ino, m == NULL, m,
 			 (off_t)(DIR_OFF_BASE + next_cookie));
 }
 
@@ -501,14 +530,14 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 	}
 	d.buf = xmalloc(size);
-	if (off < 1 && add_entry(&d, ".", ino, true, 1))
+	if (off < 1 && add_entry(&d, ".", ino, true, NULL, 1))
 		goto reply;
 	if (off < 2 && add_entry(&d, "..", kind == MF_INO_KIND_ROOT ? ino
 				 : kind == MF_INO_KIND_SUBDIR
 					 ? mf_ino_folder(id, 0)
 				 : f.parent ? mf_ino_folder(f.parent, 0)
 					    : MF_INO_ROOT,
-				 true, 2))
+				 true, NULL, 2))
 		goto reply;
 	if (kind == MF_INO_KIND_FOLDER) {
 		static const char *const subs[] = { "cur", "new", "tmp" };
@@ -516,7 +545,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		for (int s = 1; s <= 3; s++) {
 			if (off < 2 + s && folder_shows_subdir(&f, s) &&
 			    add_entry(&d, subs[s - 1], mf_ino_folder(id, s),
-				      true, 2 + s))
+				      true, NULL, 2 + s))
 				goto reply;
 		}
 	}
@@ -548,6 +577,19 @@ reply:
 		fuse_reply_buf(req, d.buf, d.used);
 	free(d.buf);
 	mf_folder_clear(&f);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	/*
+	 * Let the kernel keep listings: it drops them itself when the
+	 * directory changes through the mount, and the notifier drops them
+	 * on server changes.
+	 */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
 }
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -614,6 +656,31 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 /* ---- messages ---- */
+
+/*
+ * A delivery is committed: record its Message-ID first, so that after a
+ * crash between the server's APPEND and the recording of its answer the
+ * next listing recognises the upload instead of sending it again.
+ */
+static void note_message_id(int64_t msg)
+{
+	char *path = mf_store_staging_path(msg);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	char *buf, *id;
+	ssize_t n;
+
+	free(path);
+	if (fd < 0)
+		return;
+	buf = xmalloc(MSGID_SCAN_BYTES);
+	n = mf_pread_all(fd, buf, MSGID_SCAN_BYTES, 0);
+	close(fd);
+	id = n > 0 ? mf_header_message_id(buf, (size_t)n) : NULL;
+	if (id)
+		mf_store_set_msgid(msg, id);
+	free(id);
+	free(buf);
+}
 
 /* Size of a tmp/ message from its staging file. */
 static uint64_t staging_size(int64_t msg)
@@ -1004,6 +1071,8 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 		memset(&m, 0, sizeof(m));
 		ret = mf_store_message_lookup(src, ssub - 1, name, &m);
+		if (ret == 0 && m.state == MF_MSG_TMP && dsub != 3)
+			note_message_id(m.id);
 		if (ret == 0)
 			ret = mf_store_rename_message(
 				m.id, name, dst, dsub - 1, newname,
@@ -1067,6 +1136,8 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	}
 	memset(&m, 0, sizeof(m));
 	ret = mf_store_message_get(id, &m);
+	if (ret == 0 && m.state == MF_MSG_TMP && dsub != 3)
+		note_message_id(id);
 	if (ret == 0)
 		ret = mf_store_link_message(id, dst, dsub - 1, newname,
 					    m.state == MF_MSG_TMP
@@ -1116,6 +1187,13 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/*
+	 * Always readdirplus: the attributes come with the names from one
+	 * query, and "ls -l" of 100,000 messages then needs no lookups
+	 * (the AUTO heuristic switches to plain readdir before ls stats).
+	 */
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
 	/* neomutt compares directory mtimes to the nanosecond. */
 	conn->time_gran = 1;
 }
@@ -1145,6 +1223,7 @@ const struct fuse_lowlevel_ops mf_fs_ops = {
 	.flush = op_flush,
 	.release = op_release,
 	.fsync = op_fsync,
+	.opendir = op_opendir,
 	.readdir = op_readdir,
 	.readdirplus = op_readdirplus,
 	.fsyncdir = op_fsyncdir,

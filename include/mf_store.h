@@ -173,12 +173,14 @@ int mf_store_message_lookup(int64_t folder, int dir, const char *name,
 			    struct mf_message *m);
 
 /*
- * Directory listing in id order from *cookie (0 = start). Calls cb for
- * each entry until it returns non-zero (buffer full); *cookie_r is the
- * cookie to resume from the entry that was refused.
+ * Directory listing in id order from cookie (0 = start). Calls cb for
+ * each entry until it returns non-zero (buffer full); next_cookie is the
+ * cookie to resume after that entry. For a message, m is its row
+ * (borrowed: valid during the call, so no second query is needed for its
+ * attributes); for a folder, m is NULL.
  */
 typedef int mf_dirent_cb(void *ctx, const char *name, uint64_t ino,
-			 bool is_dir, uint64_t next_cookie);
+			 const struct mf_message *m, uint64_t next_cookie);
 int mf_store_list_folders(int64_t parent, uint64_t cookie, mf_dirent_cb *cb,
 			  void *ctx);
 int mf_store_list_messages(int64_t folder, int dir, uint64_t cookie,
@@ -218,6 +220,8 @@ int mf_store_unlink_message(int64_t folder, int dir, const char *name,
 
 /* utime(): sets INTERNALDATE (st_mtime) of a message. */
 int mf_store_set_mtime(int64_t msg_id, int64_t seconds);
+/* The Message-ID of a delivered message (before it is committed). */
+int mf_store_set_msgid(int64_t msg_id, const char *msgid);
 /* Size of a tmp/ message being written. */
 int mf_store_set_size(int64_t msg_id, uint64_t size);
 
@@ -260,6 +264,9 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote);
 int mf_store_prefetch_batch(const char *account, bool unseen_only,
 			    int64_t after, unsigned int max, int64_t *ids_r,
 			    unsigned int *n_r);
+
+/* Has the account ever been listed (does the store know its inbox)? */
+bool mf_store_account_listed(const char *account);
 
 /* Messages of a folder that the server has (the listing hint). */
 int mf_store_folder_known_count(int64_t folder, uint64_t *count_r);

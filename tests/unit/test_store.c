@@ -105,13 +105,15 @@ struct names {
 	unsigned int n;
 };
 
-static int collect(void *ctx, const char *name, uint64_t ino, bool is_dir,
-		   uint64_t next)
+static int collect(void *ctx, const char *name, uint64_t ino,
+		   const struct mf_message *row, uint64_t next)
 {
 	struct names *nm = ctx;
 
 	nm->name[nm->n] = xstrdup(name);
 	nm->ino[nm->n] = ino;
+	assert_non_null(row);
+	assert_int_equal(row->id, (int64_t)ino);
 	nm->n++;
 	return 0;
 }
@@ -424,7 +426,8 @@ static void test_reset_and_guard(void **state)
 	mf_store_list_messages(inbox, MF_DIR_CUR, 0, collect, &before);
 	assert_int_equal(before.n, 3);
 
-	/* An empty complete listing removes nothing. */
+	/* An empty complete listing removes nothing, and again. */
+	apply(inbox, true, false, NULL, 0, "1:2:4:0");
 	apply(inbox, true, false, NULL, 0, "1:2:4:0");
 	assert_int_equal(count_dir(inbox, MF_DIR_CUR), 3);
 
@@ -447,10 +450,23 @@ static void test_reset_and_guard(void **state)
 		assert_int_equal(strtol(m.ruid, NULL, 10), 101 + (int)i);
 		mf_message_clear(&m);
 	}
-	/* A reset in which nothing matches keeps everything. */
+	/*
+	 * A reset in which nothing matches keeps everything, and keeps the
+	 * old cursor, so the next sync looks again: twice.
+	 */
 	chs[0] = upsert("201", 0, 999, "<other@x>");
 	apply(inbox, true, true, chs, 1, "3:1:202:1");
 	assert_int_equal(count_dir(inbox, MF_DIR_CUR), 3);
+	apply(inbox, true, true, chs, 1, "3:1:202:1");
+	assert_int_equal(count_dir(inbox, MF_DIR_CUR), 3);
+	{
+		struct mf_folder f;
+
+		memset(&f, 0, sizeof(f));
+		assert_int_equal(mf_store_folder_get(inbox, &f), 0);
+		assert_string_equal(f.cursor, "2:1:104:3");
+		mf_folder_clear(&f);
+	}
 	names_free(&before);
 	names_free(&after);
 }
