@@ -61,6 +61,7 @@ struct mf_engine {
 	bool stop;			/* protected by lock */
 	bool kicked;			/* protected by lock */
 	bool inbox_changed;		/* protected by lock */
+	bool first_sync_done;		/* protected by lock */
 	struct fetch_req *fetch_head;	/* protected by lock */
 	struct fetch_req *fetch_tail;	/* protected by lock */
 	char *state;			/* protected by lock; owned */
@@ -731,6 +732,12 @@ static void *engine_main(void *arg)
 
 		if (now >= next_full) {
 			st = sync_all(e, !first);
+			pthread_mutex_lock(&e->lock);
+			if (!e->first_sync_done) {
+				e->first_sync_done = true;
+				pthread_cond_broadcast(&e->cond);
+			}
+			pthread_mutex_unlock(&e->lock);
 			if (st == MF_OK) {
 				prefetch_rearm(e);
 				if (first || failures)
@@ -899,13 +906,8 @@ static bool prefetch_pending(struct mf_engine *e)
 	e->prefetch_n = n;
 	e->prefetch_pos = 0;
 	if (n == 0) {
-		if (e->prefetched)
-			mf_info("%s: prefetch done (%llu bodies)",
-				e->acct->name,
-				(unsigned long long)e->prefetched);
 		e->prefetch_done = true;
 		e->prefetch_after = 0;
-		e->prefetched = 0;
 		return false;
 	}
 	e->prefetch_after = e->prefetch_ids[n - 1];
@@ -1120,6 +1122,13 @@ static void *engine_fetch(void *arg)
 			got = prefetch_chunk(e, be, ids, n);
 			pthread_mutex_lock(&e->lock);
 			e->prefetched += got;
+			/* The last chunk is in: say so once. */
+			if (e->prefetch_done && e->prefetched) {
+				mf_info("%s: prefetch done (%llu bodies)",
+					e->acct->name,
+					(unsigned long long)e->prefetched);
+				e->prefetched = 0;
+			}
 			pthread_mutex_unlock(&e->lock);
 			continue;
 		}
@@ -1160,6 +1169,21 @@ void mf_engine_fetch(struct mf_engine *e, int64_t msg_id, mf_fetch_cb *cb,
 	e->fetch_tail = r;
 	pthread_cond_signal(&e->fetch_cond);
 	pthread_mutex_unlock(&e->lock);
+}
+
+bool mf_engine_wait_first_sync(struct mf_engine *e, int64_t timeout_ms)
+{
+	int64_t end_ns = mf_now_ns() + timeout_ms * 1000000;
+	struct timespec ts = { end_ns / 1000000000, end_ns % 1000000000 };
+	bool done;
+
+	pthread_mutex_lock(&e->lock);
+	while (!e->first_sync_done && !e->stop &&
+	       pthread_cond_timedwait(&e->cond, &e->lock, &ts) == 0)
+		;
+	done = e->first_sync_done;
+	pthread_mutex_unlock(&e->lock);
+	return done;
 }
 
 void mf_engine_kick(struct mf_engine *e)

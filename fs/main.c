@@ -27,6 +27,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+/* How long a first mount waits for an account's first listing. */
+#define FIRST_SYNC_WAIT_MS 15000
+
 struct cmdline {
 	char *config;
 	char *debug;
@@ -120,6 +123,7 @@ int main(int argc, char *argv[])
 	struct mf_config *cfg = NULL;
 	struct fuse_session *se = NULL;
 	struct mf_engine **engines = NULL;
+	bool *first = NULL;
 	struct mf_fs_options fsopts;
 	struct fuse_loop_config *loop = NULL;
 	char *err = NULL;
@@ -195,7 +199,9 @@ int main(int argc, char *argv[])
 	mf_notifier_start(se);
 	mf_store_set_notify(mf_notifier_ops());
 	engines = xcalloc(cfg->account_count, sizeof(*engines));
+	first = xcalloc(cfg->account_count, sizeof(*first));
 	for (unsigned int i = 0; i < cfg->account_count; i++) {
+		first[i] = !mf_store_account_listed(cfg->accounts[i].name);
 		if (mf_engine_start(cfg, &cfg->accounts[i], &engines[i],
 				    &err) < 0) {
 			/* One broken account never stops the others. */
@@ -204,6 +210,28 @@ int main(int argc, char *argv[])
 			err = NULL;
 		}
 	}
+	/*
+	 * An account mounted for the first time shows nothing until its
+	 * first listing: hold requests (they wait; nothing fails) until
+	 * it is complete, for FIRST_SYNC_WAIT_MS at most. With a store
+	 * from an earlier mount, serve it at once, offline too.
+	 */
+	{
+		int64_t deadline = mf_mono_ms() + FIRST_SYNC_WAIT_MS;
+
+		for (unsigned int i = 0; i < cfg->account_count; i++) {
+			int64_t left = deadline - mf_mono_ms();
+
+			if (!first[i] || !engines[i])
+				continue;
+			if (!mf_engine_wait_first_sync(engines[i],
+						       MF_MAX(left, 0)))
+				mf_notice("%s: first listing still running; "
+					  "serving what is there",
+					  cfg->accounts[i].name);
+		}
+	}
+	free(first);
 	mf_notice("mounted %s (%u account%s)", cl.mountpoint,
 		  cfg->account_count, cfg->account_count == 1 ? "" : "s");
 

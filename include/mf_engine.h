@@ -42,6 +42,12 @@ typedef void mf_fetch_cb(void *ctx, int err);
 void mf_engine_fetch(struct mf_engine *e, int64_t msg_id, mf_fetch_cb *cb,
 		     void *ctx);
 
+/*
+ * Wait until the first complete sync (folders and messages) has finished
+ * or failed, or until timeout_ms passes. Returns true when it finished.
+ */
+bool mf_engine_wait_first_sync(struct mf_engine *e, int64_t timeout_ms);
+
 /* One line of state for logs and status ("connected", an error...). */
 char *mf_engine_state(struct mf_engine *e);
 
