@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 static struct {
 	char *db_path;
@@ -47,6 +47,7 @@ static const char schema[] =
 	" subdirs INTEGER NOT NULL DEFAULT 7,"
 	" cursor TEXT,"
 	" held TEXT,"
+	" accept INTEGER NOT NULL DEFAULT 0,"
 	" mtime_dir INTEGER NOT NULL DEFAULT 0,"
 	" mtime_cur INTEGER NOT NULL DEFAULT 0,"
 	" mtime_new INTEGER NOT NULL DEFAULT 0,"
@@ -388,8 +389,19 @@ int mf_store_open(const char *state_dir, char **error_r)
 			     "SELECT 'message', 1000 WHERE NOT EXISTS "
 			     "(SELECT 1 FROM sqlite_sequence "
 			     "WHERE name = 'message');"
-			     "PRAGMA user_version = 1;",
+			     "PRAGMA user_version = 2;",
 			     NULL, NULL, NULL);
+	} else if (version == 1) {
+		/* 1 -> 2: the user can accept a held-back removal. */
+		if (sqlite3_exec(c->db,
+				 "ALTER TABLE folder ADD COLUMN accept INTEGER "
+				 "NOT NULL DEFAULT 0; PRAGMA user_version = 2;",
+				 NULL, NULL, NULL) != SQLITE_OK) {
+			*error_r = xasprintf("cannot upgrade %s: %s",
+					     meta.db_path,
+					     sqlite3_errmsg(c->db));
+			return -EIO;
+		}
 	}
 	/*
 	 * Tombstones of expunged messages are kept while the kernel may
@@ -488,6 +500,9 @@ enum {
 	S_QUEUE_LEN,
 	S_QUEUE_DROP_MKDIR,
 	S_MSG_SET_MSGID,
+	S_QUEUE_STATS,
+	S_HELD,
+	S_ACCEPT,
 	S_STMT_COUNT_META,
 };
 
@@ -1894,4 +1909,70 @@ int mf_store_queue_length(const char *account, uint64_t *count_r)
 		*count_r = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
 	return 0;
+}
+
+int mf_store_queue_stats(const char *account, struct mf_queue_stats *st)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+
+	memset(st, 0, sizeof(*st));
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_STATS,
+		      "SELECT (SELECT count(*) FROM queue WHERE account = ?1),"
+		      " created, attempts, last_error FROM queue WHERE "
+		      "account = ?1 ORDER BY id LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		st->length = (uint64_t)sqlite3_column_int64(s, 0);
+		st->oldest_ns = sqlite3_column_int64(s, 1);
+		st->attempts = sqlite3_column_int(s, 2);
+		st->last_error = col_strdup(s, 3);
+	}
+	sqlite3_reset(s);
+	return 0;
+}
+
+int mf_store_held_folders(const char *account, mf_held_cb *cb, void *ctx)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_HELD,
+		      "SELECT path, held FROM folder WHERE account = ? AND "
+		      "held IS NOT NULL AND state IN (0, 1, 4) ORDER BY path");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW)
+		cb(ctx, (const char *)sqlite3_column_text(s, 0),
+		   (const char *)sqlite3_column_text(s, 1));
+	sqlite3_reset(s);
+	return 0;
+}
+
+int mf_store_folder_accept(const char *account, const char *path)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_ACCEPT,
+		      "UPDATE folder SET accept = 1 WHERE account = ? AND "
+		      "path = ? AND held IS NOT NULL AND state IN (0, 1, 4)");
+	if (!s)
+		return meta_wend(c, -EIO);
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, path, -1, SQLITE_STATIC);
+	ret = meta_exec_stmt(c, s, "accept");
+	if (ret == 0 && sqlite3_changes(c->db) == 0)
+		ret = -EALREADY;
+	return meta_wend(c, ret);
 }

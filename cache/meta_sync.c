@@ -66,6 +66,7 @@ enum {
 	S_HAS_UNMATCHED,
 	S_ACCOUNT_LISTED,
 	S_COUNT_CANDIDATES,
+	S_ACCEPTED,
 	S_STMT_END,
 };
 
@@ -441,6 +442,8 @@ struct mf_sync_batch {
 	bool may_match;		/* rows wait to be matched by content */
 	uint64_t candidates;	/* rows waiting to be matched (reset) */
 	bool held;		/* the guard held a removal back */
+	int64_t *gone;		/* rows a delta said are expunged */
+	unsigned int ngone;
 	unsigned int dirs_changed;	/* bits 1 << (dir + 1) */
 	struct pending_notify *notes;
 	unsigned int nnotes;
@@ -823,10 +826,14 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 	b->listed++;
 	ret = find_by_server(b, ch->msg.id, &m);
 	if (ch->kind == MF_CHANGE_GONE) {
-		if (ret == 0)
-			ret = apply_gone(b, &m);
-		else if (ret == -ENOENT)
+		/* Applied at the end, after the mass-deletion guard. */
+		if (ret == 0) {
+			b->gone = xrealloc(b->gone, (b->ngone + 1) *
+							    sizeof(*b->gone));
+			b->gone[b->ngone++] = m.id;
+		} else if (ret == -ENOENT) {
 			ret = 0;
+		}
 	} else if (ret == 0) {
 		ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
@@ -868,6 +875,38 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 	return 0;
 }
 
+/* Remember why a folder is held, for the status; the log says it too. */
+static void hold(struct mf_sync_batch *b, const char *why)
+{
+	sqlite3_stmt *s = meta_stmt(b->c, S_SET_HELD,
+				    "UPDATE folder SET held = ? WHERE id = ?");
+
+	mf_warn("%s: folder %lld: %s", b->account ? b->account : "?",
+		(long long)b->folder, why);
+	b->held = true;
+	if (s) {
+		sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 2, b->folder);
+		meta_exec_stmt(b->c, s, "set held");
+	}
+}
+
+/* Did the user accept a removal held back in this folder? */
+static bool accepted(struct mf_sync_batch *b)
+{
+	sqlite3_stmt *s = meta_stmt(b->c, S_ACCEPTED,
+				    "SELECT accept FROM folder WHERE id = ?");
+	bool yes = false;
+
+	if (!s)
+		return false;
+	sqlite3_bind_int64(s, 1, b->folder);
+	if (sqlite3_step(s) == SQLITE_ROW)
+		yes = sqlite3_column_int(s, 0) != 0;
+	sqlite3_reset(s);
+	return yes;
+}
+
 /* After a snapshot: rows the listing did not mention are gone. */
 static int sweep_unlisted(struct mf_sync_batch *b)
 {
@@ -875,39 +914,33 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 	struct mf_message *gone = NULL;
 	unsigned int n = 0;
 	int ret = 0;
+	bool accept = accepted(b);
 
-	if (b->listed == 0 && (b->known_before > 0 || b->candidates > 0)) {
+	if (!accept && b->listed == 0 &&
+	    (b->known_before > 0 || b->candidates > 0)) {
 		char *why = xasprintf(
 			"the server listed no messages where mailfs knows "
 			"%llu; nothing was removed",
 			(unsigned long long)MF_MAX(b->known_before,
 						   b->candidates));
-		b->held = true;
-		mf_warn("%s: folder %lld: %s", b->account ? b->account : "?",
-			(long long)b->folder, why);
-		s = meta_stmt(b->c, S_SET_HELD,
-			      "UPDATE folder SET held = ? WHERE id = ?");
-		if (s) {
-			sqlite3_bind_text(s, 1, why, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(s, 2, b->folder);
-			meta_exec_stmt(b->c, s, "set held");
-		}
+		hold(b, why);
 		free(why);
 		return 0;
 	}
-	if (b->info.reset && b->candidates > 0 &&
+	if (!accept && b->info.reset && b->candidates > 0 &&
 	    b->matched * 2 < b->candidates) {
 		/*
 		 * Most of what mailfs knew is not there under the new
 		 * numbering: a broken server as likely as a deliberate
 		 * change. Keep the unmatched ones.
 		 */
-		mf_warn("%s: folder %lld was renumbered and only %llu of "
-			"%llu known messages matched; keeping the others",
-			b->account ? b->account : "?", (long long)b->folder,
+		char *why = xasprintf(
+			"renumbered by the server (UIDVALIDITY) and only %llu "
+			"of %llu known messages matched; the others were kept",
 			(unsigned long long)b->matched,
 			(unsigned long long)b->candidates);
-		b->held = true;
+		hold(b, why);
+		free(why);
 		return 0;
 	}
 	s = meta_stmt(b->c, S_UNLISTED,
@@ -926,13 +959,14 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 		n++;
 	}
 	sqlite3_reset(s);
-	if (n > MASS_DELETE_MIN && (uint64_t)n * 2 > b->known_before) {
+	if (!accept && n > MASS_DELETE_MIN &&
+	    (uint64_t)n * 2 > b->known_before) {
 		/* DESIGN.md safety rule 3: more than half of a folder. */
-		mf_warn("%s: folder %lld: a complete listing would remove "
-			"%u of %llu messages; nothing was removed",
-			b->account ? b->account : "?", (long long)b->folder, n,
-			(unsigned long long)b->known_before);
-		b->held = true;
+		char *why = xasprintf("a complete listing would remove %u of "
+				      "%llu messages; nothing was removed", n,
+				      (unsigned long long)b->known_before);
+		hold(b, why);
+		free(why);
 		for (unsigned int i = 0; i < n; i++)
 			mf_message_clear(&gone[i]);
 		free(gone);
@@ -947,6 +981,35 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 	return ret;
 }
 
+/* Expunges a delta reported, unless they are most of the folder. */
+static int apply_delta_gone(struct mf_sync_batch *b)
+{
+	int ret = 0;
+
+	if (b->ngone > MASS_DELETE_MIN &&
+	    (uint64_t)b->ngone * 2 > b->known_before && !accepted(b)) {
+		char *why = xasprintf("the server says %u of %llu messages "
+				      "were expunged; nothing was removed",
+				      b->ngone,
+				      (unsigned long long)b->known_before);
+		hold(b, why);
+		free(why);
+		return 0;
+	}
+	for (unsigned int i = 0; i < b->ngone && ret == 0; i++) {
+		struct mf_message m;
+
+		memset(&m, 0, sizeof(m));
+		ret = mf_store_message_get(b->gone[i], &m);
+		if (ret == 0 && m.rfolder == b->folder && m.ruid)
+			ret = apply_gone(b, &m);
+		else if (ret == -ENOENT || ret == 0)
+			ret = 0;
+		mf_message_clear(&m);
+	}
+	return ret;
+}
+
 int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
 {
 	struct mf_sync_batch *b = *bp;
@@ -955,6 +1018,8 @@ int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
 	*bp = NULL;
 	if (ret == 0 && ok) {
 		ret = batch_txn(b);
+		if (ret == 0 && b->ngone)
+			ret = apply_delta_gone(b);
 		if (ret == 0 && b->info.snapshot)
 			ret = sweep_unlisted(b);
 		/*
@@ -966,7 +1031,8 @@ int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
 			sqlite3_stmt *s = meta_stmt(
 				b->c, S_SET_CURSOR,
 				"UPDATE folder SET cursor = ?, held = CASE "
-				"WHEN ? THEN held ELSE NULL END WHERE id = ?");
+				"WHEN ? THEN held ELSE NULL END, accept = 0 "
+				"WHERE id = ?");
 			if (!s) {
 				ret = -EIO;
 			} else {
@@ -991,6 +1057,7 @@ int mf_sync_batch_end(struct mf_sync_batch **bp, const char *cursor, bool ok)
 	for (unsigned int i = 0; i < b->nnotes; i++)
 		free(b->notes[i].name);
 	free(b->notes);
+	free(b->gone);
 	free(b->account);
 	free(b);
 	return ret;

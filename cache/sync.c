@@ -38,6 +38,7 @@
 				   unless it is the only one */
 #define PREFETCH_BATCH 256
 #define PREFETCH_CHUNK 32	/* bodies asked for in one request */
+#define FAILURES_KEPT 8		/* write-back failures the status shows */
 #define BODY_MAX_SIZE (1ULL << 31)	/* 2 GiB: larger is not mail */
 #define PUSH_TIMEOUT_MS (25 * 60 * 1000)
 #define RETRY_MAX_MS (5 * 60 * 1000)
@@ -71,6 +72,10 @@ struct mf_engine {
 	int64_t prefetch_after;		/* protected by lock */
 	bool prefetch_done;		/* protected by lock: nothing left */
 	uint64_t prefetched;		/* protected by lock */
+	uint64_t prefetched_total;	/* protected by lock */
+	int64_t last_sync_ns;		/* protected by lock: last full sync */
+	char *failures[FAILURES_KEPT];	/* protected by lock: owned, ring */
+	unsigned int nfailures;		/* protected by lock: total count */
 
 	struct mf_backend *main_be;
 	struct mf_backend *push_be;
@@ -635,6 +640,33 @@ static enum mf_status run_folder_op(struct mf_engine *e,
 	return st;
 }
 
+static void remember_failure(struct mf_engine *e,
+			     const struct mf_queue_entry *q, const char *err)
+{
+	static const char *const ops[] = {
+		[MF_OP_FLAGS] = "flags", [MF_OP_APPEND] = "upload",
+		[MF_OP_MOVE] = "move", [MF_OP_EXPUNGE] = "delete",
+		[MF_OP_MKDIR] = "create folder", [MF_OP_RMDIR] = "delete folder",
+		[MF_OP_RENAME] = "rename folder",
+	};
+	const char *op = q->op > 0 && q->op <= MF_OP_RENAME ? ops[q->op]
+							   : "operation";
+	char when[32];
+	time_t now = time(NULL);
+	struct tm tm;
+	unsigned int slot;
+
+	localtime_r(&now, &tm);
+	strftime(when, sizeof(when), "%F %T", &tm);
+	pthread_mutex_lock(&e->lock);
+	slot = e->nfailures++ % FAILURES_KEPT;
+	free(e->failures[slot]);
+	e->failures[slot] = xasprintf("%s %s (message %lld, folder %lld): %s",
+				      when, op, (long long)q->message,
+				      (long long)q->folder, err);
+	pthread_mutex_unlock(&e->lock);
+}
+
 /*
  * Run queue entries that are due. Returns the time (ms) at which the
  * next one is due, 0 when the queue is empty, or -1 when the connection
@@ -705,6 +737,7 @@ static int64_t drain_queue(struct mf_engine *e)
 		default:
 			mf_store_queue_failed(&q, err ? err
 						      : mf_status_str(st));
+			remember_failure(e, &q, err ? err : mf_status_str(st));
 			break;
 		}
 		free(err);
@@ -739,6 +772,9 @@ static void *engine_main(void *arg)
 			}
 			pthread_mutex_unlock(&e->lock);
 			if (st == MF_OK) {
+				pthread_mutex_lock(&e->lock);
+				e->last_sync_ns = mf_now_ns();
+				pthread_mutex_unlock(&e->lock);
 				prefetch_rearm(e);
 				if (first || failures)
 					set_state(e, "connected, in sync");
@@ -1122,6 +1158,7 @@ static void *engine_fetch(void *arg)
 			got = prefetch_chunk(e, be, ids, n);
 			pthread_mutex_lock(&e->lock);
 			e->prefetched += got;
+			e->prefetched_total += got;
 			/* The last chunk is in: say so once. */
 			if (e->prefetch_done && e->prefetched) {
 				mf_info("%s: prefetch done (%llu bodies)",
@@ -1168,6 +1205,95 @@ void mf_engine_fetch(struct mf_engine *e, int64_t msg_id, mf_fetch_cb *cb,
 		e->fetch_head = r;
 	e->fetch_tail = r;
 	pthread_cond_signal(&e->fetch_cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
+struct held_ctx {
+	struct mf_buf *out;
+	const char *account;
+	unsigned int n;
+};
+
+static void held_line(void *ctx, const char *path, const char *why)
+{
+	struct held_ctx *h = ctx;
+
+	mf_buf_printf(h->out, "  held back in %s: %s\n"
+		      "    to apply what the server says: "
+		      "mount.mailfs --accept MOUNTPOINT %s '%s'\n",
+		      path[0] ? path : "(account)", why, h->account, path);
+	h->n++;
+}
+
+static void append_age(struct mf_buf *out, int64_t then_ns)
+{
+	int64_t s = (mf_now_ns() - then_ns) / 1000000000;
+
+	if (s < 120)
+		mf_buf_printf(out, "%lld s", (long long)s);
+	else if (s < 7200)
+		mf_buf_printf(out, "%lld min", (long long)(s / 60));
+	else
+		mf_buf_printf(out, "%lld h", (long long)(s / 3600));
+}
+
+void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
+{
+	struct mf_queue_stats qs;
+	struct held_ctx h = { out, e->acct->name, 0 };
+	int64_t last;
+	uint64_t prefetched;
+	unsigned int nfail;
+
+	pthread_mutex_lock(&e->lock);
+	mf_buf_printf(out, "account %s (%s %s): %s\n", e->acct->name,
+		      e->acct->type, e->acct->tunnel ? "tunnel" : e->acct->host,
+		      e->state ? e->state : "starting");
+	last = e->last_sync_ns;
+	prefetched = e->prefetched_total;
+	nfail = e->nfailures;
+	pthread_mutex_unlock(&e->lock);
+	mf_buf_appends(out, "  last complete sync: ");
+	if (last) {
+		append_age(out, last);
+		mf_buf_appends(out, " ago\n");
+	} else {
+		mf_buf_appends(out, "not yet\n");
+	}
+	if (mf_store_queue_stats(e->acct->name, &qs) == 0) {
+		if (qs.length == 0) {
+			mf_buf_appends(out, "  queue: empty (every change is "
+				       "on the server)\n");
+		} else {
+			mf_buf_printf(out, "  queue: %llu change%s waiting, "
+				      "oldest ", (unsigned long long)qs.length,
+				      qs.length == 1 ? "" : "s");
+			append_age(out, qs.oldest_ns);
+			mf_buf_appends(out, "\n");
+			if (qs.last_error)
+				mf_buf_printf(out, "    retrying (attempt %d): "
+					      "%s\n", qs.attempts,
+					      qs.last_error);
+		}
+		free(qs.last_error);
+	}
+	mf_store_held_folders(e->acct->name, held_line, &h);
+	if (e->acct->prefetch != MF_PREFETCH_NONE)
+		mf_buf_printf(out, "  prefetch (%s): %llu bodies fetched\n",
+			      e->acct->prefetch == MF_PREFETCH_ALL ? "all"
+								   : "new",
+			      (unsigned long long)prefetched);
+	pthread_mutex_lock(&e->lock);
+	if (nfail) {
+		mf_buf_printf(out, "  failed for good: %u (the latest "
+			      "below)\n", nfail);
+		for (unsigned int i = 0; i < MF_MIN(nfail, FAILURES_KEPT);
+		     i++) {
+			unsigned int slot = (nfail - 1 - i) % FAILURES_KEPT;
+
+			mf_buf_printf(out, "    %s\n", e->failures[slot]);
+		}
+	}
 	pthread_mutex_unlock(&e->lock);
 }
 
@@ -1311,6 +1437,8 @@ void mf_engine_stop(struct mf_engine **ep)
 			e->ops->destroy(e->fetch_be[i]);
 	}
 	free(e->state);
+	for (unsigned int i = 0; i < FAILURES_KEPT; i++)
+		free(e->failures[i]);
 	pthread_mutex_destroy(&e->lock);
 	pthread_cond_destroy(&e->cond);
 	pthread_cond_destroy(&e->fetch_cond);

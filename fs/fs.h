@@ -28,4 +28,11 @@ void mf_notifier_start(struct fuse_session *se);
 void mf_notifier_stop(void);
 const struct mf_notify_ops *mf_notifier_ops(void);
 
+/* The status socket (fs/status.c). */
+char *mf_status_socket_path(const char *mountpoint);
+int mf_status_start(const struct mf_config *cfg, const char *mountpoint);
+void mf_status_stop(void);
+/* mount.mailfs --status / --accept: returns the exit code. */
+int mf_status_client(const char *mountpoint, const char *request);
+
 #endif

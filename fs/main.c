@@ -91,7 +91,14 @@ static void usage(const char *prog)
 	       "  -h, --help         this text\n"
 	       "  -V, --version      the version\n"
 	       "\n"
-	       "Unmount with: fusermount3 -u MOUNTPOINT\n", prog);
+	       "  %s --status MOUNTPOINT\n"
+	       "        what a running mailfs is doing: per account the\n"
+	       "        connection, queued changes, held-back removals\n"
+	       "  %s --accept MOUNTPOINT ACCOUNT FOLDER\n"
+	       "        apply a removal the mass-deletion guard held back\n"
+	       "\n"
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n", prog, prog,
+	       prog);
 }
 
 /* One daemon per state directory: two would replay one queue twice. */
@@ -131,6 +138,16 @@ int main(int argc, char *argv[])
 	int ret = 1;
 	unsigned int areas;
 
+	/* Requests to a running daemon: no config, no mount. */
+	if (argc == 3 && strcmp(argv[1], "--status") == 0)
+		return mf_status_client(argv[2], "status");
+	if (argc == 5 && strcmp(argv[1], "--accept") == 0) {
+		char *req = xasprintf("accept %s %s", argv[3], argv[4]);
+		int r = mf_status_client(argv[2], req);
+
+		free(req);
+		return r;
+	}
 	memset(&cl, 0, sizeof(cl));
 	if (fuse_opt_parse(&args, &cl, mailfs_opts, opt_proc) == -1)
 		return 1;
@@ -232,6 +249,7 @@ int main(int argc, char *argv[])
 		}
 	}
 	free(first);
+	mf_status_start(cfg, cl.mountpoint);
 	mf_notice("mounted %s (%u account%s)", cl.mountpoint,
 		  cfg->account_count, cfg->account_count == 1 ? "" : "s");
 
@@ -242,6 +260,7 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_destroy(loop);
 
 	mf_notice("unmounting %s", cl.mountpoint);
+	mf_status_stop();
 	mf_store_set_notify(NULL);
 	for (unsigned int i = 0; i < cfg->account_count; i++)
 		mf_engine_stop(&engines[i]);

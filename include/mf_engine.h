@@ -51,4 +51,8 @@ bool mf_engine_wait_first_sync(struct mf_engine *e, int64_t timeout_ms);
 /* One line of state for logs and status ("connected", an error...). */
 char *mf_engine_state(struct mf_engine *e);
 
+/* The account's status, as lines for mount.mailfs --status. */
+struct mf_buf;
+void mf_engine_status(struct mf_engine *e, struct mf_buf *out);
+
 #endif

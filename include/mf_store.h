@@ -233,8 +233,27 @@ int mf_store_rmsubdir(int64_t folder, int sub);
 int mf_store_rename_folder(int64_t folder, int64_t new_parent,
 			   const char *new_name);
 
-/* ---- statistics for the status of a mount ---- */
+/* ---- the status of a mount ---- */
 int mf_store_queue_length(const char *account, uint64_t *count_r);
+
+struct mf_queue_stats {
+	uint64_t length;
+	int64_t oldest_ns;	/* when the oldest entry was made, or 0 */
+	int attempts;		/* of the first entry */
+	char *last_error;	/* owned or NULL: of the first entry */
+};
+int mf_store_queue_stats(const char *account, struct mf_queue_stats *st);
+
+/* Folders whose changes the mass-deletion guard holds back. */
+typedef void mf_held_cb(void *ctx, const char *path, const char *why);
+int mf_store_held_folders(const char *account, mf_held_cb *cb, void *ctx);
+
+/*
+ * Accept the removal held back in folder (path below the account): the
+ * next complete listing of it applies as the server says. -ENOENT if no
+ * such folder, -EALREADY if nothing is held there.
+ */
+int mf_store_folder_accept(const char *account, const char *path);
 
 /* ---- the engine's side (cache/sync.c) ---- */
 
