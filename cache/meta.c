@@ -503,10 +503,15 @@ enum {
 	S_QUEUE_STATS,
 	S_HELD,
 	S_ACCEPT,
+	S_BUMP_DIR,	/* meta_bump_mtime: S_BUMP_DIR + sub, four of them */
+	S_BUMP_CUR,
+	S_BUMP_NEW,
+	S_BUMP_TMP,
 	S_STMT_COUNT_META,
 };
 
-_Static_assert(S_STMT_COUNT_META <= 40, "meta.c statement indexes");
+/* meta_sync.c's statements start at 48. */
+_Static_assert(S_STMT_COUNT_META <= 48, "meta.c statement indexes");
 
 int mf_store_folder_get(int64_t id, struct mf_folder *f)
 {
@@ -806,8 +811,7 @@ int meta_bump_mtime(struct meta_conn *c, int64_t folder, int sub)
 	};
 	sqlite3_stmt *s;
 
-	/* Four statements share a block of indexes. */
-	s = meta_stmt(c, S_STMT_COUNT_META + (unsigned int)sub, sql[sub]);
+	s = meta_stmt(c, S_BUMP_DIR + (unsigned int)sub, sql[sub]);
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, mf_now_ns());
@@ -1440,11 +1444,12 @@ int mf_store_set_mtime(int64_t msg_id, int64_t seconds)
 		return -EIO;
 	/*
 	 * For a message still to be uploaded this becomes its INTERNALDATE.
-	 * For one the server has, it is a local override of st_mtime; IMAP
-	 * cannot change an INTERNALDATE.
+	 * One the server has keeps its INTERNALDATE as st_mtime (IMAP cannot
+	 * change it, and MUA header caches key on it): accepted, no effect.
 	 */
 	s = meta_stmt(c, S_MSG_SET_MTIME,
-		      "UPDATE message SET internaldate = ? WHERE id = ?");
+		      "UPDATE message SET internaldate = ? WHERE id = ? AND "
+		      "ruid IS NULL AND state IN (1, 2)");
 	if (!s)
 		return meta_wend(c, -EIO);
 	sqlite3_bind_int64(s, 1, seconds);

@@ -13,7 +13,7 @@
 
 struct meta_conn {
 	sqlite3 *db;
-	sqlite3_stmt *stmts[72];
+	sqlite3_stmt *stmts[128];
 };
 
 /* This thread's connection (opened on first use). NULL on failure. */

@@ -33,9 +33,12 @@
 /* A snapshot removing more than half of a folder, and more than this
  * many messages, is held back. */
 #define MASS_DELETE_MIN 20
+/* An expunge of every message of a folder holding more than this many is
+ * held back too: it is what a server with a broken store reports. */
+#define MASS_EMPTY_MIN 3
 
 enum {
-	S_ENGINE_FOLDERS = 40,
+	S_ENGINE_FOLDERS = 48,	/* meta.c has 0..47 */
 	S_FOLDER_BY_REMOTE,
 	S_FOLDER_BY_PATH,
 	S_FOLDER_UPDATE_LISTED,
@@ -67,10 +70,13 @@ enum {
 	S_ACCOUNT_LISTED,
 	S_COUNT_CANDIDATES,
 	S_ACCEPTED,
+	S_REQUEUE_INS,
+	S_REQUEUE_DEL,
+	S_HAS_MKDIR,
 	S_STMT_END,
 };
 
-_Static_assert(S_STMT_END <= 72, "meta_sync.c statement indexes");
+_Static_assert(S_STMT_END <= 128, "meta_sync.c statement indexes");
 
 /* ---- folders ---- */
 
@@ -936,7 +942,7 @@ static int sweep_unlisted(struct mf_sync_batch *b)
 		 */
 		char *why = xasprintf(
 			"renumbered by the server (UIDVALIDITY) and only %llu "
-			"of %llu known messages matched; the others were kept",
+			"of %llu known messages matched; nothing was removed",
 			(unsigned long long)b->matched,
 			(unsigned long long)b->candidates);
 		hold(b, why);
@@ -986,8 +992,12 @@ static int apply_delta_gone(struct mf_sync_batch *b)
 {
 	int ret = 0;
 
-	if (b->ngone > MASS_DELETE_MIN &&
-	    (uint64_t)b->ngone * 2 > b->known_before && !accepted(b)) {
+	bool empties = b->ngone >= b->known_before &&
+		       b->known_before > MASS_EMPTY_MIN;
+
+	if ((empties || (b->ngone > MASS_DELETE_MIN &&
+			 (uint64_t)b->ngone * 2 > b->known_before)) &&
+	    !accepted(b)) {
 		char *why = xasprintf("the server says %u of %llu messages "
 				      "were expunged; nothing was removed",
 				      b->ngone,
@@ -1136,6 +1146,52 @@ int mf_store_queue_done(int64_t entry)
 			    entry, 0, NULL);
 }
 
+int mf_store_queue_requeue(int64_t entry)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_REQUEUE_INS,
+		      "INSERT INTO queue (account, op, message, folder, arg, "
+		      "attempts, next_try, last_error, created) SELECT account,"
+		      " op, message, folder, arg, attempts, 0, last_error, "
+		      "created FROM queue WHERE id = ?");
+	if (!s)
+		return meta_wend(c, -EIO);
+	sqlite3_bind_int64(s, 1, entry);
+	ret = meta_exec_stmt(c, s, "requeue");
+	if (ret == 0) {
+		s = meta_stmt(c, S_REQUEUE_DEL,
+			      "DELETE FROM queue WHERE id = ?");
+		if (!s)
+			return meta_wend(c, -EIO);
+		sqlite3_bind_int64(s, 1, entry);
+		ret = meta_exec_stmt(c, s, "requeue");
+	}
+	return meta_wend(c, ret);
+}
+
+bool mf_store_queue_has_mkdir(int64_t folder)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	bool found;
+
+	if (!c)
+		return false;
+	s = meta_stmt(c, S_HAS_MKDIR,
+		      "SELECT 1 FROM queue WHERE folder = ? AND op = 5");
+	if (!s)
+		return false;
+	sqlite3_bind_int64(s, 1, folder);
+	found = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_reset(s);
+	return found;
+}
+
 int mf_store_queue_retry(int64_t entry, int64_t next_try_ms,
 			 const char *error)
 {
@@ -1275,24 +1331,71 @@ int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r)
 	return meta_wend(c, ret == -ENOENT ? 0 : ret);
 }
 
-int mf_store_appended(int64_t msg, const char *ruid, const char *blob)
+/*
+ * The server now has msg in folder as ruid (NULL: it did not say) with
+ * flags. What the user did meanwhile (another rename, a move, an unlink)
+ * is still to be done: queue it again against the new server place.
+ */
+static int landed(struct meta_conn *c, int64_t msg, int64_t folder,
+		  const char *ruid, unsigned int flags)
+{
+	struct mf_message m;
+	char *account = NULL;
+	sqlite3_stmt *s;
+	int state, ret;
+
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret < 0)
+		return ret == -ENOENT ? 0 : ret;
+	if (!ruid)
+		state = MF_MSG_MATCH;
+	else if (m.state == MF_MSG_DELETING)
+		state = MF_MSG_DELETING;	/* the EXPUNGE follows */
+	else if (m.folder != folder)
+		state = MF_MSG_MOVING;
+	else
+		state = MF_MSG_SYNCED;
+	ret = set_server(c, msg, ruid ? folder : 0, ruid, state);
+	if (ret == 0) {
+		s = meta_stmt(c, S_BASE_PUSHED,
+			      "UPDATE message SET base_flags = ? WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int(s, 1, (int)flags);
+			sqlite3_bind_int64(s, 2, msg);
+			ret = meta_exec_stmt(c, s, "base flags");
+		}
+	}
+	account = meta_folder_account(c, m.folder);
+	if (ret == 0 && ruid && account && state == MF_MSG_MOVING &&
+	    !meta_queue_has_fresh(c, MF_OP_MOVE, msg))
+		ret = meta_queue_push(c, account, MF_OP_MOVE, msg, m.folder,
+				      NULL);
+	if (ret == 0 && ruid && account && m.flags != flags &&
+	    state != MF_MSG_DELETING &&
+	    !meta_queue_has_fresh(c, MF_OP_FLAGS, msg))
+		ret = meta_queue_push(c, account, MF_OP_FLAGS, msg, m.folder,
+				      NULL);
+	free(account);
+	mf_message_clear(&m);
+	return ret;
+}
+
+int mf_store_appended(int64_t msg, int64_t folder, const char *ruid,
+		      unsigned int flags, const char *blob)
 {
 	struct meta_conn *c = meta_wbegin();
-	struct mf_message m;
 	sqlite3_stmt *s;
 	int ret;
 
 	if (!c)
 		return -EIO;
-	memset(&m, 0, sizeof(m));
-	ret = mf_store_message_get(msg, &m);
-	if (ret == 0)
-		ret = set_server(c, msg, ruid ? m.folder : 0, ruid,
-				 ruid ? MF_MSG_SYNCED : MF_MSG_MATCH);
+	ret = landed(c, msg, folder, ruid, flags);
 	if (ret == 0 && blob) {
 		s = meta_stmt(c, S_APPENDED_BLOB,
-			      "UPDATE message SET blob = ?, base_flags = flags"
-			      " WHERE id = ?");
+			      "UPDATE message SET blob = ? WHERE id = ?");
 		if (!s) {
 			ret = -EIO;
 		} else {
@@ -1301,11 +1404,10 @@ int mf_store_appended(int64_t msg, const char *ruid, const char *blob)
 			ret = meta_exec_stmt(c, s, "appended");
 		}
 	}
-	mf_message_clear(&m);
 	return meta_wend(c, ret);
 }
 
-int mf_store_moved(int64_t msg, const char *ruid)
+int mf_store_moved(int64_t msg, int64_t folder, const char *ruid)
 {
 	struct meta_conn *c = meta_wbegin();
 	struct mf_message m;
@@ -1316,22 +1418,28 @@ int mf_store_moved(int64_t msg, const char *ruid)
 	memset(&m, 0, sizeof(m));
 	ret = mf_store_message_get(msg, &m);
 	if (ret == 0)
-		ret = set_server(c, msg, ruid ? m.folder : 0, ruid,
-				 ruid ? (m.state == MF_MSG_DELETING
-						 ? MF_MSG_DELETING
-						 : MF_MSG_SYNCED)
-				      : MF_MSG_MATCH);
+		ret = landed(c, msg, folder, ruid, m.base_flags);
 	mf_message_clear(&m);
-	return meta_wend(c, ret);
+	return meta_wend(c, ret == -ENOENT ? 0 : ret);
 }
 
 int mf_store_server_gone(int64_t msg)
 {
 	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	int ret;
 
 	if (!c)
 		return -EIO;
-	return meta_wend(c, set_server(c, msg, 0, NULL, MF_MSG_MATCH));
+	/* An unlinked message stays DELETING: its EXPUNGE looks for it. */
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0)
+		ret = set_server(c, msg, 0, NULL,
+				 m.state == MF_MSG_DELETING ? MF_MSG_DELETING
+							    : MF_MSG_MATCH);
+	mf_message_clear(&m);
+	return meta_wend(c, ret == -ENOENT ? 0 : ret);
 }
 
 int mf_store_expunged(int64_t msg)

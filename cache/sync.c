@@ -94,6 +94,13 @@ static struct mf_engine *registry;
 
 static void prefetch_rearm(struct mf_engine *e);
 
+/*
+ * An entry that must wait for one queued after it (a move or upload into
+ * a folder whose CREATE is further back): it goes to the end of the
+ * queue instead of blocking it.
+ */
+#define MF_REQUEUE ((enum mf_status)100)
+
 /* ---- small helpers ---- */
 
 static void set_state(struct mf_engine *e, const char *fmt, ...)
@@ -457,6 +464,19 @@ static enum mf_status run_flags(struct mf_engine *e,
 	return more ? MF_TEMP : MF_OK;
 }
 
+/*
+ * The folder a move or upload goes to has no server name: wait behind
+ * its CREATE if one is queued, else give up (it will not appear).
+ */
+static enum mf_status target_missing(const struct mf_folder *f, char **err)
+{
+	if (f->id && f->state == MF_FOLDER_CREATING &&
+	    mf_store_queue_has_mkdir(f->id))
+		return MF_REQUEUE;
+	*err = xstrdup("the target folder does not exist on the server");
+	return MF_PROTO;
+}
+
 static enum mf_status run_append(struct mf_engine *e,
 				 const struct mf_queue_entry *q,
 				 struct mf_message *m, char **err)
@@ -486,24 +506,21 @@ static enum mf_status run_append(struct mf_engine *e,
 		/* Nothing to send; there is nothing we could do later. */
 		return m->ruid ? MF_OK : MF_PROTO;
 	}
+	memset(&f, 0, sizeof(f));
 	if (m->ruid || m->state == MF_MSG_EXPUNGED) {
 		st = MF_OK;	/* matched after a crash, or deleted */
 	} else {
-		memset(&f, 0, sizeof(f));
 		if (mf_store_folder_get(m->folder, &f) < 0 || !f.remote) {
-			/* Its folder is still being created: later. */
+			st = target_missing(&f, err);
 			mf_folder_clear(&f);
 			close(fd);
 			free(path);
-			*err = xstrdup("the target folder does not exist on "
-				       "the server yet");
-			return MF_TEMP;
+			return st;
 		}
 		info.flags = m->flags;
 		info.internaldate = m->internaldate;
 		info.size = m->size;
 		st = e->ops->append(e->main_be, f.remote, fd, &info, &id, err);
-		mf_folder_clear(&f);
 		if (st == MF_OK)
 			mf_info("%s: uploaded %s", e->acct->name, m->name);
 	}
@@ -513,13 +530,18 @@ static enum mf_status run_append(struct mf_engine *e,
 				e->acct->name, m->name);
 			hash[0] = '\0';
 		}
+		/*
+		 * Record where it went and with which flags: the user may
+		 * have renamed or moved it while it was on its way.
+		 */
 		if (m->ruid)
-			mf_store_appended(m->id, m->ruid,
-					  hash[0] ? hash : NULL);
-		else if (mf_store_appended(m->id, id, hash[0] ? hash : NULL) <
-			 0)
+			mf_store_appended(m->id, m->rfolder, m->ruid,
+					  m->base_flags, hash[0] ? hash : NULL);
+		else if (mf_store_appended(m->id, f.id, id, info.flags,
+					   hash[0] ? hash : NULL) < 0)
 			st = MF_TEMP;
 	}
+	mf_folder_clear(&f);
 	close(fd);
 	if (st == MF_OK)
 		unlink(path);
@@ -528,8 +550,9 @@ static enum mf_status run_append(struct mf_engine *e,
 	return st;
 }
 
-static enum mf_status run_move(struct mf_engine *e, struct mf_message *m,
-			       char **err)
+static enum mf_status run_move(struct mf_engine *e,
+			       const struct mf_queue_entry *q,
+			       struct mf_message *m, char **err)
 {
 	struct mf_folder from, to;
 	char *id = NULL;
@@ -537,8 +560,14 @@ static enum mf_status run_move(struct mf_engine *e, struct mf_message *m,
 
 	if (!m->ruid || m->rfolder == m->folder)
 		return MF_OK;
-	if (m->dir == MF_DIR_GONE && m->state == MF_MSG_DELETING)
-		return MF_OK;	/* the EXPUNGE that follows removes it */
+	/*
+	 * Unlinked on its way: the EXPUNGE that follows removes it where it
+	 * is, unless an earlier attempt may have moved it already (its
+	 * answer lost): then finish the move, so the EXPUNGE finds it.
+	 */
+	if (m->dir == MF_DIR_GONE && m->state == MF_MSG_DELETING &&
+	    q->attempts == 0)
+		return MF_OK;
 	memset(&from, 0, sizeof(from));
 	memset(&to, 0, sizeof(to));
 	if (mf_store_folder_get(m->rfolder, &from) < 0 || !from.remote) {
@@ -546,15 +575,13 @@ static enum mf_status run_move(struct mf_engine *e, struct mf_message *m,
 		goto out;
 	}
 	if (mf_store_folder_get(m->folder, &to) < 0 || !to.remote) {
-		*err = xstrdup("the target folder does not exist on the "
-			       "server yet");
-		st = MF_TEMP;
+		st = target_missing(&to, err);
 		goto out;
 	}
 	st = e->ops->move(e->main_be, from.remote, m->ruid, to.remote, &id,
 			  err);
 	if (st == MF_OK) {
-		if (mf_store_moved(m->id, id) < 0)
+		if (mf_store_moved(m->id, to.id, id) < 0)
 			st = MF_TEMP;
 	} else if (st == MF_GONE) {
 		/* Moved before a crash, or expunged by someone: match it */
@@ -574,6 +601,20 @@ static enum mf_status run_expunge(struct mf_engine *e, struct mf_message *m,
 	struct mf_folder rf;
 	enum mf_status st;
 
+	if (!m->ruid && m->folder) {
+		/*
+		 * Where the server has it is unknown (a move or upload whose
+		 * answer was lost): a listing of its folder finds it.
+		 */
+		int64_t id = m->id;
+
+		st = sync_one(e, m->folder);
+		if (st != MF_OK)
+			return st;
+		mf_message_clear(m);
+		if (mf_store_message_get(id, m) < 0)
+			return MF_OK;
+	}
 	if (!m->ruid) {
 		mf_store_expunged(m->id);
 		return MF_OK;
@@ -708,7 +749,7 @@ static int64_t drain_queue(struct mf_engine *e)
 			st = run_append(e, &q, &m, &err);
 			break;
 		case MF_OP_MOVE:
-			st = run_move(e, &m, &err);
+			st = run_move(e, &q, &m, &err);
 			break;
 		case MF_OP_EXPUNGE:
 			st = run_expunge(e, &m, &err);
@@ -716,6 +757,15 @@ static int64_t drain_queue(struct mf_engine *e)
 		default:
 			st = run_folder_op(e, &q, &err);
 			break;
+		}
+		if (st == MF_REQUEUE) {
+			mf_debug(MF_DBG_QUEUE, "%s: operation %d waits for "
+				 "its folder", e->acct->name, q.op);
+			mf_store_queue_requeue(q.id);
+			free(err);
+			mf_message_clear(&m);
+			mf_queue_entry_clear(&q);
+			continue;
 		}
 		switch (st) {
 		case MF_OK:

@@ -47,7 +47,45 @@ struct handle {
 	int fd;
 	int64_t msg;
 	bool writable;		/* a tmp/ file being delivered */
+	struct handle *prev, *next;	/* protected by handles_lock */
 };
+
+/*
+ * Open handles, so that those the kernel never releases (files still
+ * open at unmount) are closed and freed when the file system goes.
+ */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *handles;
+
+static struct handle *handle_new(int fd, int64_t msg, bool writable)
+{
+	struct handle *h = xcalloc(1, sizeof(*h));
+
+	h->fd = fd;
+	h->msg = msg;
+	h->writable = writable;
+	pthread_mutex_lock(&handles_lock);
+	h->next = handles;
+	if (handles)
+		handles->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
+	return h;
+}
+
+static void handle_free(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+	close(h->fd);
+	free(h);
+}
 
 /* ---- pending opens (body fetches) ---- */
 
@@ -740,34 +778,24 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -ret);
 		return;
 	}
-	h = xcalloc(1, sizeof(*h));
-	h->fd = fd;
-	h->msg = m.id;
-	h->writable = true;
+	h = handle_new(fd, m.id, true);
 	fi->fh = (uint64_t)(uintptr_t)h;
 	fi->direct_io = 0;
 	mf_message_clear(&m);
-	if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-		close(fd);
-		free(h);
-	}
+	if (fuse_reply_create(req, &e, fi) == -ENOENT)
+		handle_free(h);
 }
 
 static void reply_opened(fuse_req_t req, struct fuse_file_info *fi, int fd,
 			 int64_t msg, bool writable)
 {
-	struct handle *h = xcalloc(1, sizeof(*h));
+	struct handle *h = handle_new(fd, msg, writable);
 
-	h->fd = fd;
-	h->msg = msg;
-	h->writable = writable;
 	fi->fh = (uint64_t)(uintptr_t)h;
 	/* Bodies never change once stored: keep the page cache. */
 	fi->keep_cache = !writable;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		close(fd);
-		free(h);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		handle_free(h);
 }
 
 /* Open what already exists locally: -EAGAIN means "fetch first". */
@@ -1007,8 +1035,7 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 			mf_message_clear(&m);
 		}
 	}
-	close(h->fd);
-	free(h);
+	handle_free(h);
 	fuse_reply_err(req, 0);
 }
 
@@ -1241,6 +1268,8 @@ void mf_fs_init(const struct mf_fs_options *opts)
 
 void mf_fs_deinit(void)
 {
+	while (handles)
+		handle_free(handles);
 	if (!reaper_running)
 		return;
 	pthread_mutex_lock(&pending_lock);

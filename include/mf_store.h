@@ -331,6 +331,10 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);
+/* Move an entry to the end of the queue (it waits for a later one). */
+int mf_store_queue_requeue(int64_t entry);
+/* Is a CREATE of folder queued? */
+bool mf_store_queue_has_mkdir(int64_t folder);
 int mf_store_queue_retry(int64_t entry, int64_t next_try_ms,
 			 const char *error);
 /* A permanent failure: undo the local change where that is safe, drop
@@ -339,8 +343,13 @@ int mf_store_queue_failed(const struct mf_queue_entry *e, const char *error);
 
 /* Results of write-back. */
 int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r);
-int mf_store_appended(int64_t msg, const char *ruid, const char *blob);
-int mf_store_moved(int64_t msg, const char *ruid);
+/*
+ * An APPEND or MOVE landed in folder as ruid (NULL: the server did not
+ * say) with flags; changes the user made meanwhile are queued again.
+ */
+int mf_store_appended(int64_t msg, int64_t folder, const char *ruid,
+		      unsigned int flags, const char *blob);
+int mf_store_moved(int64_t msg, int64_t folder, const char *ruid);
 int mf_store_server_gone(int64_t msg);
 int mf_store_expunged(int64_t msg);
 /* A body arrived: record its blob; *size_changed_r if the size was off. */
