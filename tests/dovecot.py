@@ -880,6 +880,82 @@ service stats {{
                 uids[folder] = [c.append(folder, m, flags, date) for m, flags, date in msgs]
         return uids
 
+    # -- behind the server's back (tests of identity resets and guards)
+    def folder_maildir(self, folder):
+        """The Maildir directory of folder on disk (LAYOUT=fs: INBOX is the
+        root, others are modified-UTF-7 paths below it)."""
+        if folder.upper() == "INBOX":
+            return self.maildir_path
+        if self.layout == "fs":
+            return os.path.join(self.maildir_path, *imap_utf7_encode(folder).split("/"))
+        return os.path.join(self.maildir_path, "." + imap_utf7_encode(folder).replace("/", "."))
+
+    def _index_files(self, folder):
+        d = self.folder_maildir(folder)
+        return [os.path.join(d, n) for n in os.listdir(d)
+                if n == "dovecot-uidlist" or n.startswith("dovecot.index")]
+
+    def reset_uidvalidity(self, folder, restart=True, attempts=5):
+        """Recreate folder's identity: stop Dovecot, remove its
+        dovecot-uidlist and dovecot.index* (the messages stay, with their
+        flags in the file names), start again.  Dovecot assigns a new
+        UIDVALIDITY and renumbers the messages from 1.  Returns
+        (old, new) UIDVALIDITY; raises if it did not change."""
+        with self.client() as c:
+            old = c.uidvalidity(folder)
+        new = old
+        for _ in range(attempts):
+            self.stop()
+            for f in self._index_files(folder):
+                os.unlink(f)
+            if not restart:
+                return old, None
+            self.start()
+            with self.client() as c:
+                new = c.uidvalidity(folder)
+            if new != old:
+                return old, new
+            time.sleep(1.1)     # Dovecot derives UIDVALIDITY from the clock
+        raise DovecotError("UIDVALIDITY of %s stayed %d" % (folder, old))
+
+    def hide_messages(self, folder, reset=False):
+        """Empty folder behind Dovecot's back: move its cur/ and new/ aside
+        (restore_messages() brings them back) and restart.  With reset,
+        also drop the index so the folder gets a new UIDVALIDITY."""
+        d = self.folder_maildir(folder)
+        self.stop()
+        for sub in ("cur", "new"):
+            aside = self._aside(folder, sub)
+            if os.path.exists(aside):
+                raise DovecotError("%s already hidden" % folder)
+            os.makedirs(os.path.dirname(aside), exist_ok=True)
+            os.rename(os.path.join(d, sub), aside)
+            os.mkdir(os.path.join(d, sub), 0o700)
+        if reset:
+            for f in self._index_files(folder):
+                os.unlink(f)
+        self.chown_maildir()
+        self.start()
+
+    def _aside(self, folder, sub):
+        # outside the Maildir, so Dovecot never lists it as a mailbox
+        return os.path.join(self.home, "mailfs-aside",
+                            imap_utf7_encode(folder).replace("/", "%2F"), sub)
+
+    def restore_messages(self, folder, restart=True):
+        """Undo hide_messages(): put the files back (Dovecot rescans)."""
+        d = self.folder_maildir(folder)
+        if restart:
+            self.stop()
+        for sub in ("cur", "new"):
+            aside = self._aside(folder, sub)
+            for n in os.listdir(aside):
+                os.rename(os.path.join(aside, n), os.path.join(d, sub, n))
+            os.rmdir(aside)
+        self.chown_maildir()
+        if restart:
+            self.start()
+
     def account_config(self, name="test", tls=None, **extra):
         """A mailfs [account NAME] section for this server (text)."""
         if tls is None:

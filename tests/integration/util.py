@@ -101,8 +101,25 @@ class TcpProxy:
     start():     listen again on the same port.
     blackhole(): keep accepting connections but forward nothing and answer
                  nothing (a hung server); existing connections are dropped.
-    forward():   back to normal for new connections.
+    forward():   back to normal for new connections (and ends stall,
+                 truncate and delay).
     drop_connections(): reset every open connection, keep listening.
+
+    More faults (test_faults.py):
+    stall():     keep every connection open, old and new, but stop
+                 forwarding in both directions (a server or network that
+                 hangs mid-session); forward() resumes and delivers what
+                 was held back.
+    truncate(after=N, on=b"BODY[", keep=K): close a connection after it
+                 forwarded N bytes downstream (server -> client) since
+                 truncate() was called, or, with on=, K bytes after the
+                 first occurrence of that pattern in the server's data
+                 (e.g. the middle of a literal); one cut per connection.
+    delay(seconds): hold every chunk for that long before forwarding.
+    cuts:        how many connections truncate() cut.
+    seen_up:     the last 256 KiB the client sent (received, even if held).
+    watch(b"APPEND"), sent(b"APPEND"): count a pattern the client sends.
+    connections: how many proxied connections are open.
     """
 
     def __init__(self, target_host, target_port, listen_host="127.0.0.1", port=0):
@@ -113,6 +130,14 @@ class TcpProxy:
         self.accepted = 0
         self.bytes_up = 0
         self.bytes_down = 0
+        self.cuts = 0
+        self.seen_up = bytearray()      # the last 256 KiB the client sent
+        self._watch = {}                # needle -> times seen upstream
+        self.delay_s = 0.0
+        self.truncate_after = None
+        self.truncate_on = None
+        self.truncate_keep = 0
+        self._trunc_gen = 0
         self._lsock = None
         self._conns = set()
         self._lock = threading.Lock()
@@ -168,9 +193,18 @@ class TcpProxy:
             threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
     def _pump(self, a, b):
+        """a: the client (the daemon), b: the server."""
         socks = [a, b]
+        down_since = 0          # bytes sent downstream since the last truncate()
+        gen = self._trunc_gen
+        tail = b""              # last bytes seen downstream (pattern across chunks)
         try:
             while True:
+                if self.mode == "stall":
+                    if a.fileno() < 0 or b.fileno() < 0:
+                        break
+                    time.sleep(0.05)
+                    continue
                 r, _, _ = select.select(socks, [], [], 0.5)
                 if a.fileno() < 0 or b.fileno() < 0:
                     break
@@ -185,12 +219,46 @@ class TcpProxy:
                         break
                     other = b if s is a else a
                     if s is a:
+                        prev = bytes(self.seen_up[-64:])
+                        self.seen_up += data
+                        if len(self.seen_up) > 262144:
+                            del self.seen_up[:-262144]
+                        for needle in list(self._watch):
+                            self._watch[needle] += (prev + data).count(needle) - \
+                                prev.count(needle)
+                    if self.delay_s:
+                        time.sleep(self.delay_s)
+                    cut = False
+                    if s is b and self.mode == "truncate":
+                        if gen != self._trunc_gen:
+                            gen, down_since, tail = self._trunc_gen, 0, b""
+                        keep = None
+                        if self.truncate_on is not None:
+                            hay = tail + data
+                            i = hay.find(self.truncate_on)
+                            if i >= 0:
+                                keep = max(0, i - len(tail)) + len(self.truncate_on) \
+                                    + self.truncate_keep
+                            tail = hay[-len(self.truncate_on):]
+                        elif self.truncate_after is not None:
+                            if down_since + len(data) > self.truncate_after:
+                                keep = max(0, self.truncate_after - down_since)
+                        if keep is not None and keep < len(data):
+                            data = data[:keep]
+                            cut = True
+                        down_since += len(data)
+                    if s is a:
                         self.bytes_up += len(data)
                     else:
                         self.bytes_down += len(data)
                     try:
-                        other.sendall(data)
+                        if data:
+                            other.sendall(data)
                     except OSError:
+                        done = True
+                        break
+                    if cut:
+                        self.cuts += 1
                         done = True
                         break
                 if done:
@@ -243,6 +311,44 @@ class TcpProxy:
 
     def forward(self):
         self.mode = "forward"
+        self.delay_s = 0.0
+        self.truncate_after = None
+        self.truncate_on = None
+
+    def stall(self):
+        """Hang: connections stay open (new ones are accepted and connected
+        upstream) but nothing is forwarded until forward()."""
+        self.mode = "stall"
+
+    def truncate(self, after=None, on=None, keep=0):
+        """Cut each connection after `after` more bytes from the server, or
+        `keep` bytes after the first `on` pattern in the server's data."""
+        if (after is None) == (on is None):
+            raise ValueError("give exactly one of after= and on=")
+        self.truncate_after = after
+        self.truncate_on = on
+        self.truncate_keep = keep
+        self._trunc_gen += 1
+        self.mode = "truncate"
+
+    def delay(self, seconds):
+        """Forward every chunk after `seconds` (both directions)."""
+        self.delay_s = float(seconds)
+        if self.mode not in ("forward", "truncate"):
+            self.mode = "forward"
+
+    def watch(self, needle):
+        """Count from now on how often the client sends needle (bytes,
+        at most 64 long); see sent()."""
+        self._watch[needle] = 0
+
+    def sent(self, needle):
+        return self._watch.get(needle, 0)
+
+    @property
+    def connections(self):
+        with self._lock:
+            return len(self._conns) // 2
 
     close = stop
 
