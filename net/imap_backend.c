@@ -1546,6 +1546,7 @@ static enum mf_status imap_fetch_body(struct mf_backend *base,
 	struct body_state b;
 	enum mf_status st;
 	uint64_t uid;
+	bool reused;
 
 	*size_r = 0;
 	if (parse_uid(id, &uid) < 0) {
@@ -1553,6 +1554,7 @@ static enum mf_status imap_fetch_body(struct mf_backend *base,
 		return MF_GONE;
 	}
 	memset(&b, 0, sizeof(b));
+	reused = be->selected != NULL && strcmp(be->selected, folder) == 0;
 	RETRY_LOOP(be, st, error_r, b.written == 0 && b.write_err == 0, {
 		memset(&b, 0, sizeof(b));
 		b.fd = out_fd;
@@ -1560,6 +1562,29 @@ static enum mf_status imap_fetch_body(struct mf_backend *base,
 		b.max_size = max_size != 0 ? max_size : UINT64_MAX;
 		st = body_once(be, folder, uid, &b, error_r);
 	});
+	if (st == MF_GONE && reused && b.written == 0) {
+		/*
+		 * A session that has had the folder selected for a while
+		 * does not know messages another client added since; a
+		 * NOOP tells it (mail appended just before a read). Then
+		 * once more.
+		 */
+		struct imap_cmd cmd;
+
+		free(*error_r);
+		*error_r = NULL;
+		imap_cmd_init(&cmd, "NOOP");
+		st = imap_conn_simple(be->conn, &cmd, NULL, NULL, "NOOP",
+				      error_r);
+		imap_cmd_clear(&cmd);
+		if (st == MF_OK) {
+			memset(&b, 0, sizeof(b));
+			b.fd = out_fd;
+			b.uid = uid;
+			b.max_size = max_size != 0 ? max_size : UINT64_MAX;
+			st = body_once(be, folder, uid, &b, error_r);
+		}
+	}
 	*size_r = b.written;
 	return st;
 }

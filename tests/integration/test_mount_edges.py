@@ -141,3 +141,16 @@ def test_move_into_folder_the_server_lost(dovecot, mailfs):
     with dovecot.client() as c:
         assert c.count("INBOX") == 1
     assert read(messages(m.acct, "INBOX")[0]) == msg(0)
+
+
+def test_new_mail_readable_as_soon_as_listed(dovecot, mailfs):
+    # The fetch connection has INBOX selected already (a first read); mail
+    # another client adds afterwards must read at once, not "not found".
+    m, (p,) = one_message(dovecot, mailfs)
+    assert read(p) == msg(0)
+    for i in range(1, 6):
+        dovecot.append("INBOX", msg(100 + i))
+        wait_until(lambda: count(m.acct, "INBOX") == 1 + i, 10, interval=0.01,
+                   msg="the new message listed")
+        newest = max(messages(m.acct, "INBOX"), key=lambda x: os.stat(x).st_ino)
+        assert read(newest) == msg(100 + i)
