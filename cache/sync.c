@@ -814,7 +814,14 @@ static void *engine_main(void *arg)
 		struct timespec ts;
 
 		if (now >= next_full) {
-			st = sync_all(e, !first);
+			/*
+			 * Probe even on the first sync after a mount: a folder
+			 * whose cursor the listing confirms is unchanged needs
+			 * no SELECT (a remount of 75 folders: one LIST instead
+			 * of 75 SELECTs). A replayed APPEND syncs its folder
+			 * itself before it looks for the upload.
+			 */
+			st = sync_all(e, true);
 			pthread_mutex_lock(&e->lock);
 			if (!e->first_sync_done) {
 				e->first_sync_done = true;

@@ -240,6 +240,26 @@ def test_list_status_poll_is_one_list(dovecot, mailfs):
     wait_until(lambda: len(messages(m.acct, "Archive")) == 3, 15, msg="new mail")
 
 
+def test_remount_with_nothing_new_selects_nothing(dovecot, mailfs):
+    # The store knows every folder's cursor; the first sync of a remount
+    # trusts the listing's statuses like any poll: one LIST, no SELECT.
+    dovecot.create("Archive")
+    seed(dovecot, 3)
+    seed(dovecot, 2, folder="Archive")
+    m = mailfs(dovecot)
+    wait_until(lambda: len(messages(m.acct, "Archive")) == 2, 20, msg="listing")
+    m.stop()
+    start = len(m.log())
+    m.start()
+    wait_until(lambda: "connected, in sync" in m.log()[start:], 20, msg="first sync")
+    window = m.log()[start:]
+    window = window[:window.index("connected, in sync")]
+    assert imap_commands(window, "LIST"), window[-3000:]
+    assert not imap_commands(window, "SELECT"), window[-3000:]
+    assert not imap_commands(window, "STATUS"), window[-3000:]
+    assert len(messages(m.acct, "INBOX")) == 3
+
+
 # --------------------------------------------------------------------------
 # prefetch through fetch_bodies
 
