@@ -513,11 +513,25 @@ enum {
 /* meta_sync.c's statements start at 48. */
 _Static_assert(S_STMT_COUNT_META <= 48, "meta.c statement indexes");
 
+/*
+ * Step a statement that returns at most one row: 0 with the row ready to
+ * read (reset it after), -ENOENT (reset) or -EIO (reset, logged).
+ */
+static int step_row(struct meta_conn *c, sqlite3_stmt *s, const char *what)
+{
+	int rc = sqlite3_step(s);
+
+	if (rc == SQLITE_ROW)
+		return 0;
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, what);
+}
+
 int mf_store_folder_get(int64_t id, struct mf_folder *f)
 {
 	struct meta_conn *c = meta_conn();
 	sqlite3_stmt *s;
-	int rc;
+	int ret;
 
 	if (!c)
 		return -EIO;
@@ -526,12 +540,9 @@ int mf_store_folder_get(int64_t id, struct mf_folder *f)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(s);
-		return rc == SQLITE_DONE ? -ENOENT
-					 : meta_dberr(c, "folder get");
-	}
+	ret = step_row(c, s, "folder get");
+	if (ret < 0)
+		return ret;
 	meta_read_folder(s, f);
 	sqlite3_reset(s);
 	s = meta_stmt(c, S_FOLDER_NCHILD,
@@ -550,7 +561,7 @@ int mf_store_message_get(int64_t id, struct mf_message *m)
 {
 	struct meta_conn *c = meta_conn();
 	sqlite3_stmt *s;
-	int rc;
+	int ret;
 
 	if (!c)
 		return -EIO;
@@ -559,12 +570,9 @@ int mf_store_message_get(int64_t id, struct mf_message *m)
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc != SQLITE_ROW) {
-		sqlite3_reset(s);
-		return rc == SQLITE_DONE ? -ENOENT
-					 : meta_dberr(c, "message get");
-	}
+	ret = step_row(c, s, "message get");
+	if (ret < 0)
+		return ret;
 	meta_read_message(s, m);
 	sqlite3_reset(s);
 	return 0;
@@ -907,26 +915,6 @@ int64_t meta_next_message_id(struct meta_conn *c)
 
 /* ---- local changes ---- */
 
-static int get_message_in(struct meta_conn *c, int64_t id,
-			  struct mf_message *m)
-{
-	sqlite3_stmt *s = meta_stmt(c, S_MSG_GET,
-				    "SELECT " MSG_COLS
-				    " FROM message WHERE id = ?");
-	int rc;
-
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		meta_read_message(s, m);
-	sqlite3_reset(s);
-	if (rc == SQLITE_ROW)
-		return 0;
-	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "message get");
-}
-
 static bool name_taken(struct meta_conn *c, int64_t folder, int dir,
 		       const char *name, int64_t *id_r)
 {
@@ -989,7 +977,7 @@ int mf_store_tmp_create(int64_t folder, const char *name, int64_t ctime,
 	if (ret == 0)
 		ret = meta_bump_mtime(c, folder, 3);
 	if (ret == 0)
-		ret = get_message_in(c, sqlite3_last_insert_rowid(c->db), m_r);
+		ret = mf_store_message_get(sqlite3_last_insert_rowid(c->db), m_r);
 	return meta_wend(c, ret);
 }
 
@@ -1283,7 +1271,7 @@ int mf_store_rename_message(int64_t msg_id, const char *src_name,
 		return -EIO;
 	memset(&m, 0, sizeof(m));
 	memset(&victim, 0, sizeof(victim));
-	ret = get_message_in(c, msg_id, &m);
+	ret = mf_store_message_get(msg_id, &m);
 	if (ret < 0)
 		goto out;
 	if (m.dir == MF_DIR_GONE) {
@@ -1318,7 +1306,7 @@ int mf_store_rename_message(int64_t msg_id, const char *src_name,
 			ret = -EEXIST;
 			goto out;
 		}
-		ret = get_message_in(c, other, &victim);
+		ret = mf_store_message_get(other, &victim);
 		if (ret == 0)
 			ret = unlink_row(c, &victim, account, MF_DELETE_TRASH);
 		if (ret < 0)
@@ -1350,7 +1338,7 @@ int mf_store_link_message(int64_t msg_id, int64_t dst_folder, int dst_dir,
 	if (!c)
 		return -EIO;
 	memset(&m, 0, sizeof(m));
-	ret = get_message_in(c, msg_id, &m);
+	ret = mf_store_message_get(msg_id, &m);
 	if (ret < 0)
 		goto out;
 	/*
@@ -1408,7 +1396,7 @@ int mf_store_unlink_message(int64_t folder, int dir, const char *name,
 		ret = -ENOENT;
 		goto out;
 	}
-	ret = get_message_in(c, id, &m);
+	ret = mf_store_message_get(id, &m);
 	if (ret < 0)
 		goto out;
 	if (dir == MF_DIR_TMP && m.link_name &&
@@ -1492,25 +1480,6 @@ int mf_store_set_size(int64_t msg_id, uint64_t size)
 
 /* ---- folders ---- */
 
-static int get_folder_in(struct meta_conn *c, int64_t id, struct mf_folder *f)
-{
-	sqlite3_stmt *s = meta_stmt(c, S_FOLDER_GET,
-				    "SELECT " FOLDER_COLS
-				    " FROM folder WHERE id = ?");
-	int rc;
-
-	if (!s)
-		return -EIO;
-	sqlite3_bind_int64(s, 1, id);
-	rc = sqlite3_step(s);
-	if (rc == SQLITE_ROW)
-		meta_read_folder(s, f);
-	sqlite3_reset(s);
-	if (rc == SQLITE_ROW)
-		return 0;
-	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "folder get");
-}
-
 static bool folder_name_taken(struct meta_conn *c, int64_t parent,
 			      const char *name)
 {
@@ -1545,7 +1514,7 @@ int mf_store_mkdir(int64_t parent, const char *name, int64_t *id_r)
 	if (!c)
 		return -EIO;
 	memset(&p, 0, sizeof(p));
-	ret = get_folder_in(c, parent, &p);
+	ret = mf_store_folder_get(parent, &p);
 	if (ret < 0)
 		goto out;
 	unesc = mf_folder_unescape(name);
@@ -1584,7 +1553,7 @@ int mf_store_mksubdir(int64_t folder, int sub)
 	if (!c)
 		return -EIO;
 	memset(&f, 0, sizeof(f));
-	ret = get_folder_in(c, folder, &f);
+	ret = mf_store_folder_get(folder, &f);
 	if (ret < 0)
 		goto out;
 	if (f.state == MF_FOLDER_VIRTUAL || (f.attrs & MF_FOLDER_NOSELECT)) {
@@ -1623,7 +1592,7 @@ int mf_store_rmsubdir(int64_t folder, int sub)
 	if (!c)
 		return -EIO;
 	memset(&f, 0, sizeof(f));
-	ret = get_folder_in(c, folder, &f);
+	ret = mf_store_folder_get(folder, &f);
 	if (ret < 0)
 		goto out;
 	if (!(f.subdirs & bit)) {
@@ -1833,9 +1802,9 @@ int mf_store_rename_folder(int64_t folder, int64_t new_parent,
 		return -EIO;
 	memset(&f, 0, sizeof(f));
 	memset(&p, 0, sizeof(p));
-	ret = get_folder_in(c, folder, &f);
+	ret = mf_store_folder_get(folder, &f);
 	if (ret == 0)
-		ret = get_folder_in(c, new_parent, &p);
+		ret = mf_store_folder_get(new_parent, &p);
 	if (ret < 0)
 		goto out;
 	if (f.parent == 0 || (f.attrs & MF_FOLDER_INBOX) ||
@@ -1860,7 +1829,7 @@ int mf_store_rename_folder(int64_t folder, int64_t new_parent,
 			goto out;
 		}
 		memset(&anc, 0, sizeof(anc));
-		if (get_folder_in(c, a, &anc) < 0)
+		if (mf_store_folder_get(a, &anc) < 0)
 			break;
 		a = anc.parent;
 		mf_folder_clear(&anc);
