@@ -218,7 +218,8 @@ unsigned int mf_log_parse_areas(const char *spec)
 	} areas[] = {
 		{ "fs", MF_DBG_FS },	   { "imap", MF_DBG_IMAP },
 		{ "sync", MF_DBG_SYNC },   { "store", MF_DBG_STORE },
-		{ "queue", MF_DBG_QUEUE }, { "all", MF_DBG_ALL },
+		{ "queue", MF_DBG_QUEUE }, { "http", MF_DBG_HTTP },
+		{ "auth", MF_DBG_AUTH },   { "all", MF_DBG_ALL },
 	};
 	unsigned int mask = 0;
 	const char *p = spec;

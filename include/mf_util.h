@@ -71,6 +71,8 @@ enum mf_log_level {
 #define MF_DBG_SYNC	(1u << 2)
 #define MF_DBG_STORE	(1u << 3)
 #define MF_DBG_QUEUE	(1u << 4)
+#define MF_DBG_HTTP	(1u << 5)	/* Graph, Gmail, OAuth requests */
+#define MF_DBG_AUTH	(1u << 6)
 #define MF_DBG_ALL	0xffffffffu
 
 void mf_log_init(const char *ident, bool use_syslog, enum mf_log_level level,
