@@ -792,8 +792,10 @@ static void reply_opened(fuse_req_t req, struct fuse_file_info *fi, int fd,
 	struct handle *h = handle_new(fd, msg, writable);
 
 	fi->fh = (uint64_t)(uintptr_t)h;
-	/* Bodies never change once stored: keep the page cache. */
+	/* Bodies never change once stored: keep the page cache, and
+	   spare close() the FLUSH round trip (nothing to flush). */
 	fi->keep_cache = !writable;
+	fi->noflush = !writable;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_free(h);
 }
