@@ -8,6 +8,10 @@
  *
  * Sync (fetch_changes) follows RFC 7162: the cursor is
  * "UIDVALIDITY:HIGHESTMODSEQ:UIDNEXT:MESSAGES" as of the last SELECT.
+ * With QRESYNC and a mod-sequence, MESSAGES is stored as 0: an expunge
+ * raises HIGHESTMODSEQ there (RFC 7162 3.2.10), so the count adds
+ * nothing, and leaving it out of every LIST-STATUS and STATUS keeps a
+ * resync with nothing to do as small as InterIMAP's.
  *  - With QRESYNC enabled and a cursor with a mod-sequence, SELECT
  *    (QRESYNC (uidvalidity modseq)) returns VANISHED (EARLIER) and the
  *    changed flags; new messages are fetched from the old UIDNEXT on.
@@ -656,19 +660,35 @@ static int status_cb(void *ctx, const struct imap_response *r)
  * means NOMODSEQ, which fetch_changes stores as 0 too). NULL when the
  * reply lacks something the cursor needs.
  */
-static char *status_cursor(const struct status_state *s, bool condstore)
+static char *status_cursor(const struct status_state *s, bool condstore,
+			   bool qresync)
 {
 	struct cursor c;
 
 	if (!s->seen || !s->has_uidvalidity || !s->has_uidnext ||
-	    !s->has_messages || (condstore && !s->has_modseq) ||
-	    s->uidvalidity == 0 || s->uidnext == 0)
+	    (condstore && !s->has_modseq) || s->uidvalidity == 0 ||
+	    s->uidnext == 0)
 		return NULL;
 	c.uidvalidity = s->uidvalidity;
 	c.modseq = condstore ? s->modseq : 0;
 	c.uidnext = s->uidnext;
-	c.messages = s->messages;
+	if (qresync && c.modseq != 0) {
+		c.messages = 0;		/* not tracked: see the top */
+	} else if (s->has_messages) {
+		c.messages = s->messages;
+	} else {
+		return NULL;	/* NOMODSEQ folder under QRESYNC: unknown */
+	}
 	return format_cursor(&c);
+}
+
+/* The STATUS items a cursor needs (see status_cursor). */
+static const char *status_items(bool condstore, bool qresync)
+{
+	if (qresync)
+		return "(UIDVALIDITY UIDNEXT HIGHESTMODSEQ)";
+	return condstore ? "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+			 : "(UIDVALIDITY UIDNEXT MESSAGES)";
 }
 
 /* CONDSTORE as fetch_changes uses it (QRESYNC implies it). */
@@ -903,7 +923,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 	struct list_state ls;
 	struct imap_cmd cmd;
 	enum mf_status st;
-	bool special, lstatus, condstore;
+	bool special, lstatus, condstore, qresync;
 	char *stale = NULL;
 
 	memset(&ls, 0, sizeof(ls));
@@ -912,6 +932,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 						IMAP_CAP_LIST_EXTENDED)) &&
 		  imap_conn_has_cap(be->conn, IMAP_CAP_SPECIAL_USE);
 	condstore = use_condstore(be);
+	qresync = imap_conn_qresync(be->conn);
 	ls.want_status = lstatus;
 	imap_cmd_init(&cmd, "LIST \"\" \"*\"");
 	if (special || lstatus) {
@@ -919,11 +940,10 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 		if (special)
 			imap_cmd_add(&cmd, lstatus ? "SPECIAL-USE " :
 				     "SPECIAL-USE");
-		if (lstatus)
-			imap_cmd_add(&cmd, condstore ?
-				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES "
-				     "HIGHESTMODSEQ)" :
-				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES)");
+		if (lstatus) {
+			imap_cmd_add(&cmd, "STATUS ");
+			imap_cmd_add(&cmd, status_items(condstore, qresync));
+		}
 		imap_cmd_add(&cmd, ")");
 	}
 	st = run_list(be, &cmd, &ls, &stale, error_r);
@@ -950,7 +970,8 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 								  e->delim);
 			if (lstatus && (e->attrs & MF_FOLDER_NOSELECT) == 0 &&
 			    (stale == NULL || strcmp(stale, e->remote) != 0))
-				status = status_cursor(&e->status, condstore);
+				status = status_cursor(&e->status, condstore,
+						       qresync);
 			memset(&f, 0, sizeof(f));
 			f.remote = e->remote;
 			f.path = path;
@@ -1250,7 +1271,8 @@ static enum mf_status changes_once(struct imap_backend *be,
 	now.uidvalidity = s.uidvalidity;
 	now.modseq = cs_folder ? s.modseq : 0;
 	now.uidnext = s.has_uidnext ? s.uidnext : 0;
-	now.messages = s.exists;
+	/* With QRESYNC the count is not needed (see the top). */
+	now.messages = qresync && cs_folder ? 0 : s.exists;
 
 	if (!have_cur || cur.uidvalidity != now.uidvalidity) {
 		st = snapshot(be, sink, s.exists, hint->cursor != NULL, begun,
@@ -1371,9 +1393,9 @@ static enum mf_status probe_once(struct imap_backend *be, const char *folder,
 	memset(&s, 0, sizeof(s));
 	imap_cmd_init(&cmd, "STATUS");
 	imap_cmd_add_string(&cmd, folder);
-	imap_cmd_add(&cmd, condstore ?
-		     " (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)" :
-		     " (UIDVALIDITY UIDNEXT MESSAGES)");
+	imap_cmd_add(&cmd, " ");
+	imap_cmd_add(&cmd, status_items(condstore,
+					imap_conn_qresync(be->conn)));
 	st = imap_conn_simple(be->conn, &cmd, status_cb, &s, "STATUS",
 			      error_r);
 	imap_cmd_clear(&cmd);
@@ -1385,7 +1407,8 @@ static enum mf_status probe_once(struct imap_backend *be, const char *folder,
 	}
 	*changed_r = s.uidvalidity != cur->uidvalidity ||
 		     s.uidnext != cur->uidnext ||
-		     s.messages != cur->messages ||
+		     (s.has_messages ? s.messages != cur->messages
+				     : cur->messages != 0) ||
 		     (s.has_modseq && s.modseq != cur->modseq);
 	return MF_OK;
 }
