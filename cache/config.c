@@ -384,7 +384,7 @@ static int load_account(const char *file, struct section *sec,
 	a->delete_policy = MF_DELETE_TRASH;
 	a->prefetch = MF_PREFETCH_NONE;
 	a->compress = true;
-	a->max_connections = 2;
+	a->max_connections = 3;
 
 	/* Hand over the kv list; the struct owns it from here. */
 	a->kv = sec->kv;

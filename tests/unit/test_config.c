@@ -172,7 +172,7 @@ static void test_transport_keys(void **state)
 	mf_config_free(&cfg);
 	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n");
 	assert_true(cfg->accounts[0].compress);
-	assert_int_equal(cfg->accounts[0].max_connections, 2);
+	assert_int_equal(cfg->accounts[0].max_connections, 3);
 	assert_null(cfg->accounts[0].tunnel);
 	mf_config_free(&cfg);
 	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
