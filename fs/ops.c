@@ -474,8 +474,19 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 					    : attr->st_mtim.tv_sec;
 			ret = mf_store_set_mtime(id, t);
 		}
-		/* Modes, owners and atimes are not kept: accepted, as on
-		 * file systems without them (vfat), so tools do not fail. */
+		/*
+		 * Modes and atimes are not kept: accepted and ignored, as
+		 * vfat's "quiet" does, so cp -p, rsync and MUAs that chmod
+		 * do not fail (every message stays 0600). Giving a message
+		 * to another owner cannot be honoured and would be a lie:
+		 * EPERM, as for an unprivileged chown.
+		 */
+		if (ret == 0 &&
+		    (((to_set & FUSE_SET_ATTR_UID) &&
+		      attr->st_uid != getuid()) ||
+		     ((to_set & FUSE_SET_ATTR_GID) &&
+		      attr->st_gid != getgid())))
+			ret = -EPERM;
 		mf_message_clear(&m);
 	}
 	if (ret < 0) {
