@@ -316,7 +316,8 @@ const struct mf_notify_ops *meta_notify(void)
 /*
  * Migration 2 -> 3 (views): a side table with the header lines that the
  * [view] rules match on (List-Id, From, To...), one row per message,
- * filled by listings when views are configured (cache/meta_views.c).
+ * filled by listings when views are configured, and per account the
+ * header fields those listings fetched (cache/meta_views.c).
  */
 static int migrate_3_view_headers(struct meta_conn *c, char **error_r)
 {
@@ -324,6 +325,9 @@ static int migrate_3_view_headers(struct meta_conn *c, char **error_r)
 			 "CREATE TABLE IF NOT EXISTS message_header ("
 			 " message INTEGER PRIMARY KEY,"
 			 " fields TEXT NOT NULL);"
+			 "CREATE TABLE IF NOT EXISTS view_fields ("
+			 " account TEXT PRIMARY KEY,"
+			 " fields TEXT);"
 			 "PRAGMA user_version = 3;",
 			 NULL, NULL, NULL) != SQLITE_OK) {
 		*error_r = xasprintf("cannot upgrade %s to schema 3: %s",

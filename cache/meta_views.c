@@ -8,6 +8,7 @@
 #include "mf_util.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Statement indexes: meta.c has 0..47, meta_sync.c 48..; these 118... */
@@ -17,6 +18,9 @@ enum {
 	S_VIEW_FIND,
 	S_VIEW_MTIME_CUR,
 	S_VIEW_MTIME_NEW,
+	S_VIEW_FIELDS_GET,
+	S_VIEW_FIELDS_SET,
+	S_VIEW_RELIST,
 	S_VIEW_END,
 };
 
@@ -148,4 +152,82 @@ int64_t mf_store_view_mtime(int dir)
 		t = sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
 	return t;
+}
+
+/* Is every space-separated word of want also a word of have? */
+static bool fields_subset(const char *want, const char *have)
+{
+	const char *p = want;
+
+	while (*p) {
+		size_t len = strcspn(p, " ");
+		const char *h = have;
+		bool found = false;
+
+		while (*h && !found) {
+			size_t hl = strcspn(h, " ");
+
+			found = hl == len && strncmp(h, p, len) == 0;
+			h += hl;
+			while (*h == ' ')
+				h++;
+		}
+		if (len && !found)
+			return false;
+		p += len;
+		while (*p == ' ')
+			p++;
+	}
+	return true;
+}
+
+int mf_store_view_fields_check(const char *account, const char *fields,
+			       bool *relist_r)
+{
+	struct meta_conn *c = meta_wbegin();
+	sqlite3_stmt *s;
+	char *stored = NULL;
+	int ret = 0;
+
+	*relist_r = false;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_VIEW_FIELDS_GET,
+		      "SELECT fields FROM view_fields WHERE account = ?");
+	if (!s)
+		return meta_wend(c, -EIO);
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	if (sqlite3_step(s) == SQLITE_ROW && sqlite3_column_text(s, 0))
+		stored = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	if (fields && !fields_subset(fields, stored ? stored : "")) {
+		s = meta_stmt(c, S_VIEW_RELIST,
+			      "UPDATE folder SET cursor = NULL WHERE "
+			      "account = ? AND cursor IS NOT NULL");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+			ret = meta_exec_stmt(c, s, "relist for views");
+			*relist_r = ret == 0 && sqlite3_changes(c->db) > 0;
+		}
+	}
+	if (ret == 0 && (fields || stored)) {
+		s = meta_stmt(c, S_VIEW_FIELDS_SET,
+			      "INSERT OR REPLACE INTO view_fields "
+			      "(account, fields) VALUES (?, ?)");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+			if (fields)
+				sqlite3_bind_text(s, 2, fields, -1,
+						  SQLITE_STATIC);
+			else
+				sqlite3_bind_null(s, 2);
+			ret = meta_exec_stmt(c, s, "store view fields");
+		}
+	}
+	free(stored);
+	return meta_wend(c, ret);
 }

@@ -62,6 +62,18 @@ static const struct mf_config *vcfg;
 void mf_views_init(const struct mf_config *cfg)
 {
 	vcfg = cfg;
+	/* Mail listed before the views wanted its headers: list it again. */
+	for (unsigned int i = 0; i < cfg->account_count; i++) {
+		const struct mf_account *a = &cfg->accounts[i];
+		bool relist = false;
+
+		if (mf_store_view_fields_check(a->name, a->view_fields,
+					       &relist) == 0 &&
+		    relist)
+			mf_notice("account %s: the views match on %s, which "
+				  "the store has not kept: listing every "
+				  "folder once more", a->name, a->view_fields);
+	}
 }
 
 unsigned int mf_views_count(void)

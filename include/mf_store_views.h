@@ -8,6 +8,7 @@
 #ifndef MF_STORE_VIEWS_H
 #define MF_STORE_VIEWS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "mf_store.h"
@@ -39,5 +40,15 @@ int mf_store_view_find(int dir, const char *name, mf_view_msg_cb *cb,
 /* The newest mtime (ns) of the cur (dir MF_DIR_CUR) or new directories of
  * all folders: a view's directory changes when any of them does. */
 int64_t mf_store_view_mtime(int dir);
+
+/*
+ * At mount: the header fields the account's views need now (NULL: none).
+ * When they include a field the store's rows were not listed with, every
+ * folder of the account is listed once more in full (its cursor is
+ * dropped), so that messages known from before get their header lines.
+ * *relist_r tells whether that was done.
+ */
+int mf_store_view_fields_check(const char *account, const char *fields,
+			       bool *relist_r);
 
 #endif

@@ -270,3 +270,23 @@ match = folder: Archive
     assert set(by_subject(os.path.join(m.mnt, "@inbox-lists"))) == {"kernel inbox"}
     assert set(by_subject(os.path.join(m.mnt, "@archive"))) == {"kernel archive", "plain archive"}
     m.check_log()
+
+
+def test_view_added_to_an_existing_store(dovecot, mailfs):
+    """Mail listed before the view was configured shows in it after a remount."""
+    dovecot.append("INBOX", list_msg("kernel old"), flags=("\\Seen",))
+    dovecot.append("INBOX", plain_msg("plain old"), flags=("\\Seen",))
+    m = mailfs(dovecot)
+    inbox = by_subject(m.folder("INBOX"))
+    assert set(inbox) == {"kernel old", "plain old"}
+    assert not os.path.exists(os.path.join(m.mnt, "@lists"))
+    m.stop()
+    with open(m.config_path, "a") as f:
+        f.write(VIEW_CONF)
+    m.start()
+    view = os.path.join(m.mnt, "@lists")
+    wait_until(lambda: set(by_subject(view)) == {"kernel old"}, POLL_WAIT,
+               msg="the old message shows in the new view")
+    assert by_subject(view)["kernel old"] == inbox["kernel old"]
+    assert "listing every folder once more" in m.log()
+    m.check_log()
