@@ -117,10 +117,14 @@ int mf_store_view_find(int dir, const char *name, mf_view_msg_cb *cb,
 
 	if (!c)
 		return -EIO;
-	/* Per folder, the (folder, dir, name) index finds the name. */
+	/*
+	 * Per folder, the (folder, dir, name) index finds the name: CROSS
+	 * JOIN keeps folder the outer loop (the planner would otherwise
+	 * scan the whole index).
+	 */
 	s = meta_stmt(c, S_VIEW_FIND,
 		      "SELECT " VIEW_COLS " FROM folder f "
-		      "JOIN message m INDEXED BY message_place "
+		      "CROSS JOIN message m INDEXED BY message_place "
 		      "ON m.folder = f.id AND m.dir = ? AND m.name = ? "
 		      "LEFT JOIN message_header h ON h.message = m.id "
 		      "WHERE f.state IN (0, 1) ORDER BY m.id");

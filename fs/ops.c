@@ -1113,8 +1113,10 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	ret = mf_store_unlink_message(id, sub - 1, name,
 				      folder_delete_policy(id));
-	if (ret == 0)
+	if (ret == 0) {
 		kick_folder(id);
+		mf_views_forget_name(name);
+	}
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
@@ -1166,8 +1168,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 				m.state == MF_MSG_TMP ? staging_size(m.id)
 						      : m.size);
 		mf_message_clear(&m);
-		if (ret == 0)
+		if (ret == 0) {
 			kick_folder(dst);
+			mf_views_forget_name(name);
+		}
 		fuse_reply_err(req, ret < 0 ? -ret : 0);
 		return;
 	}

@@ -28,9 +28,11 @@
  * pseudo headers holding the account name and the folder path.
  *
  * Caching: a view's listing is computed from the store on every readdir
- * (the kernel is told not to cache it) and its names are looked up with
- * an entry timeout of 0, so a view follows its folders at once, whoever
- * changed them. A view's cur/ and new/ have the newest mtime of all the
+ * (the kernel is told not to cache it) and the kernel keeps its names for
+ * VIEW_ENTRY_TIMEOUT only, so a view follows its folders within a second
+ * when the server changed them; a change made in a folder through the
+ * mount drops the views' cached name at once (mf_views_forget_name), and
+ * one made through a view the folder's (forget_folder_names). A view's cur/ and new/ have the newest mtime of all the
  * folders' cur/ and new/, which is how MUAs notice new mail.
  */
 #include "views.h"
@@ -56,6 +58,13 @@
 #endif
 
 #define VIEW_OFF_BASE 16	/* readdir offsets of messages: id + this */
+/*
+ * Seconds the kernel may keep a view's name -> message entry. Not 0:
+ * "ls -l" would then cost three lookups per name (lstat and two xattr
+ * probes); not the folders' 60 s: a change made in the message's folder
+ * (not through the view) shows in the view within this time.
+ */
+#define VIEW_ENTRY_TIMEOUT 1.0
 
 static const struct mf_config *vcfg;
 
@@ -384,12 +393,12 @@ static void view_dir_entry(uint64_t ino, struct fuse_entry_param *e)
 	e->entry_timeout = 1;
 }
 
-/* A message as a view entry: never cached by name (see the top). */
+/* A message as a view entry: its name is cached briefly (see the top). */
 static void view_msg_entry(const struct mf_message *m,
 			   struct fuse_entry_param *e)
 {
 	mf_fs_message_entry(m, e);
-	e->entry_timeout = 0;
+	e->entry_timeout = VIEW_ENTRY_TIMEOUT;
 }
 
 /* ---- lookup and readdir ---- */
@@ -576,6 +585,16 @@ static void forget_folder_names(int64_t folder, int dir, const char *name)
 
 	n->inval_entry(parent, name);
 	n->inval_inode(parent);
+}
+
+void mf_views_forget_name(const char *name)
+{
+	const struct mf_notify_ops *n = mf_notifier_ops();
+
+	for (unsigned int i = 0; i < mf_views_count(); i++) {
+		n->inval_entry(view_ino(&vcfg->views[i], 1), name);
+		n->inval_entry(view_ino(&vcfg->views[i], 2), name);
+	}
 }
 
 void mf_views_rename(fuse_req_t req, fuse_ino_t parent, const char *name,

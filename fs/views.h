@@ -43,6 +43,10 @@ void mf_views_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     fuse_ino_t newparent, const char *newname,
 		     unsigned int flags);
 void mf_views_unlink(fuse_req_t req, fuse_ino_t parent, const char *name);
+/* A message named name left its place in a folder (rename, unlink made
+ * there): drop the name from the views' cached entries. */
+void mf_views_forget_name(const char *name);
+
 /* create, mknod, mkdir, link, symlink into a view: EROFS, logged. */
 void mf_views_refuse(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     const char *what);
