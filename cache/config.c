@@ -570,8 +570,11 @@ static int parse_view_rule(const char *file, const struct mf_kv *kv,
 	for (size_t i = 0; i < flen; i++) {
 		unsigned char ch = (unsigned char)kv->value[i];
 
-		/* RFC 5322 field names: printable ASCII but ":" and space. */
-		if (ch <= 0x20 || ch >= 0x7f) {
+		/*
+		 * Header names as mail uses them: letters, digits, "-", "_"
+		 * and "."; the name goes into an IMAP command as an atom.
+		 */
+		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.') {
 			*error_r = xasprintf("%s:%d: \"%.*s\" is not a header "
 					     "name", file, kv->line,
 					     (int)flen, kv->value);

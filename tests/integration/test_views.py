@@ -12,7 +12,8 @@ import os
 import pytest
 
 import corpus
-from util import wait_until, read, parse_name, with_flags, imap_to_letters, fuse_skip_reason
+from util import (wait_until, read, deliver, parse_name, with_flags, imap_to_letters,
+                  fuse_skip_reason)
 
 if fuse_skip_reason():
     pytest.skip(fuse_skip_reason(), allow_module_level=True)
@@ -182,6 +183,39 @@ def test_new_server_mail_appears_in_view(dovecot, mailfs):
         c.expunge("Lists", uid)
     wait_until(lambda: set(by_subject(view)) == {"kernel new"}, POLL_WAIT,
                msg="expunged mail leaves the view")
+    m.check_log()
+
+
+def test_mail_delivered_through_mount_appears_in_view(dovecot, mailfs):
+    m = mount_with_view(mailfs, dovecot)
+    view = os.path.join(m.mnt, "@lists")
+    deliver(m.folder("INBOX"), "1700000000.P1.host", list_msg("delivered list"), flags="S",
+            dest="cur")
+    deliver(m.folder("INBOX"), "1700000000.P2.host", plain_msg("delivered plain"), flags="S",
+            dest="cur")
+    # The header lines come with the listing that finds the upload.
+    wait_until(lambda: set(by_subject(view)) == {"delivered list"}, SYNC_WAIT + POLL_WAIT,
+               msg="a list message delivered through the mount shows in the view")
+    inbox = by_subject(m.folder("INBOX"))
+    assert by_subject(view)["delivered list"] == inbox["delivered list"]
+    assert "delivered plain" in inbox
+    m.check_log()
+
+
+def test_rename_from_view_into_folder_moves(dovecot, mailfs):
+    dovecot.create("Archive")
+    uid = dovecot.append("INBOX", list_msg("kernel to archive"), flags=("\\Seen",))
+    m = mount_with_view(mailfs, dovecot)
+    view = os.path.join(m.mnt, "@lists")
+    sub, name, ino = by_subject(view)["kernel to archive"]
+    os.rename(os.path.join(view, sub, name), os.path.join(m.folder("Archive"), "cur", name))
+    assert os.stat(os.path.join(m.folder("Archive"), "cur", name)).st_ino == ino
+    assert not os.path.exists(os.path.join(m.folder("INBOX"), "cur", name))
+    # Still a list message: the view shows it from Archive, same inode.
+    assert by_subject(view)["kernel to archive"] == (sub, name, ino)
+    with dovecot.client() as c:
+        wait_until(lambda: c.count("Archive") == 1 and uid not in c.uids("INBOX"), SYNC_WAIT,
+                   msg="the move reaches the server")
     m.check_log()
 
 

@@ -254,6 +254,8 @@ static void test_views(void **state)
 	expect_error(ACCTS "[view x]\nmatch = : x\n", "Header: pattern");
 	expect_error(ACCTS "[view x]\nmatch = From:\n", "no pattern");
 	expect_error(ACCTS "[view x]\nmatch = Fr om: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X)(: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X]: x\n", "not a header");
 	expect_error(ACCTS "[view x]\nmatch = a: b\naccount = c\n",
 		     "account \"c\", which is not configured");
 	expect_error(ACCTS "[view]\nmatch = a: b\n", "[view NAME]");
