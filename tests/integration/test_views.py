@@ -324,3 +324,26 @@ def test_view_added_to_an_existing_store(dovecot, mailfs):
     assert by_subject(view)["kernel old"] == inbox["kernel old"]
     assert "listing every folder once more" in m.log()
     m.check_log()
+
+
+def test_store_of_schema_2_is_upgraded(dovecot, mailfs):
+    """A store written before views (schema 2) gains the header table."""
+    import sqlite3
+    dovecot.append("INBOX", list_msg("kernel before upgrade"), flags=("\\Seen",))
+    m = mailfs(dovecot)
+    inbox = by_subject(m.folder("INBOX"))
+    m.stop()
+    db = sqlite3.connect(os.path.join(m.state_dir, "mailfs.db"))
+    db.executescript("DROP TABLE message_header; DROP TABLE view_fields; "
+                     "PRAGMA user_version = 2;")
+    db.close()
+    with open(m.config_path, "a") as f:
+        f.write(VIEW_CONF)
+    m.start()
+    view = os.path.join(m.mnt, "@lists")
+    wait_until(lambda: set(by_subject(view)) == {"kernel before upgrade"}, POLL_WAIT)
+    assert by_subject(view)["kernel before upgrade"] == inbox["kernel before upgrade"]
+    db = sqlite3.connect(os.path.join(m.state_dir, "mailfs.db"))
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    db.close()
+    m.check_log()
