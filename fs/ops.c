@@ -1252,13 +1252,19 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	/* Messages are made with open(O_CREAT) in tmp/; nothing else. */
-	fuse_reply_err(req, EPERM);
+	if (mf_views_ino(parent))
+		mf_views_refuse(req, parent, name, "mknod");
+	else
+		fuse_reply_err(req, EPERM);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
-	fuse_reply_err(req, EPERM);
+	if (mf_views_ino(parent))
+		mf_views_refuse(req, parent, name, "symlink");
+	else
+		fuse_reply_err(req, EPERM);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)

@@ -233,6 +233,12 @@ def test_writing_into_view_is_refused(dovecot, mailfs):
     with pytest.raises(OSError) as ei:
         os.mkdir(os.path.join(view, "sub"))
     assert ei.value.errno == errno.EROFS
+    with pytest.raises(OSError) as ei:
+        os.symlink("/etc/passwd", os.path.join(view, "new", "x"))
+    assert ei.value.errno == errno.EROFS
+    with pytest.raises(OSError) as ei:
+        os.mknod(os.path.join(view, "tmp", "fifo"), 0o600 | 0o010000)
+    assert ei.value.errno == errno.EROFS
     # Moving a message from a folder into the view: refused as well.
     inbox_cur = os.path.join(m.folder("INBOX"), "cur")
     (plain,) = [n for n in os.listdir(inbox_cur)
