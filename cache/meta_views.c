@@ -33,9 +33,16 @@ _Static_assert(S_VIEW_END <= 128, "meta_views.c statement indexes");
 
 int meta_store_headers(struct meta_conn *c, int64_t msg, const char *fields)
 {
+	/*
+	 * Full listings (a server without CONDSTORE lists a changed folder
+	 * whole) bring the same lines again: write only what changed.
+	 */
 	sqlite3_stmt *s = meta_stmt(c, S_VIEW_HEADERS,
-				    "INSERT OR REPLACE INTO message_header "
-				    "(message, fields) VALUES (?, ?)");
+				    "INSERT INTO message_header "
+				    "(message, fields) VALUES (?, ?) "
+				    "ON CONFLICT(message) DO UPDATE SET "
+				    "fields = excluded.fields WHERE "
+				    "fields != excluded.fields");
 
 	if (!s)
 		return -EIO;
