@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static struct {
 	char *db_path;
@@ -313,6 +313,30 @@ const struct mf_notify_ops *meta_notify(void)
 
 /* ---- open ---- */
 
+/*
+ * Migration 2 -> 3 (views): a side table with the header lines that the
+ * [view] rules match on (List-Id, From, To...), one row per message,
+ * filled by listings when views are configured, and per account the
+ * header fields those listings fetched (cache/meta_views.c).
+ */
+static int migrate_3_view_headers(struct meta_conn *c, char **error_r)
+{
+	if (sqlite3_exec(c->db,
+			 "CREATE TABLE IF NOT EXISTS message_header ("
+			 " message INTEGER PRIMARY KEY,"
+			 " fields TEXT NOT NULL);"
+			 "CREATE TABLE IF NOT EXISTS view_fields ("
+			 " account TEXT PRIMARY KEY,"
+			 " fields TEXT);"
+			 "PRAGMA user_version = 3;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot upgrade %s to schema 3: %s",
+				     meta.db_path, sqlite3_errmsg(c->db));
+		return -EIO;
+	}
+	return 0;
+}
+
 int mf_store_open(const char *state_dir, char **error_r)
 {
 	struct meta_conn *c;
@@ -403,13 +427,17 @@ int mf_store_open(const char *state_dir, char **error_r)
 			return -EIO;
 		}
 	}
+	if (version < 3 && migrate_3_view_headers(c, error_r) < 0)
+		return -EIO;
 	/*
 	 * Tombstones of expunged messages are kept while the kernel may
 	 * still hold their inodes; at mount time it holds none.
 	 */
 	sqlite3_exec(c->db,
 		     "DELETE FROM message WHERE state = 5 AND id NOT IN "
-		     "(SELECT message FROM queue);",
+		     "(SELECT message FROM queue);"
+		     "DELETE FROM message_header WHERE message NOT IN "
+		     "(SELECT id FROM message);",
 		     NULL, NULL, NULL);
 	return 0;
 }

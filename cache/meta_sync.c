@@ -738,7 +738,8 @@ static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
 	return meta_exec_stmt(c, s, "set server");
 }
 
-static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
+static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
+		      int64_t *id_r)
 {
 	char name[MF_NAME_MAX + 1];
 	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
@@ -774,6 +775,7 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 	ret = meta_exec_stmt(b->c, s, "insert message");
 	if (ret < 0)
 		return ret;
+	*id_r = id;
 	b->dirs_changed |= 1u << (dir + 1);
 	if (!b->first_sync && b->ncreate_notes < BATCH_MAX_CREATE_NOTIFY) {
 		/* Kill a negative dentry of the new name, if any. */
@@ -821,6 +823,7 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 {
 	struct mf_message m;
+	int64_t row = 0;	/* the row an UPSERT landed in */
 	int ret;
 
 	if (b->error)
@@ -841,6 +844,7 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 			ret = 0;
 		}
 	} else if (ret == 0) {
+		row = m.id;
 		ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
 		ret = 0;	/* flags of a message we never listed */
@@ -864,12 +868,16 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 					m.base_flags = m.flags;
 				free(m.ruid);
 				m.ruid = xstrdup(ch->msg.id);
+				row = m.id;
 				ret = apply_known(b, &m, &ch->msg);
 			}
 		} else if (ret == -ENOENT) {
-			ret = insert_new(b, &ch->msg);
+			ret = insert_new(b, &ch->msg, &row);
 		}
 	}
+	/* The header lines [view] rules match on (meta_views.c). */
+	if (ret == 0 && row > 0 && ch->msg.has_meta && ch->msg.headers)
+		ret = meta_store_headers(b->c, row, ch->msg.headers);
 	mf_message_clear(&m);
 	if (ret < 0)
 		return b->error = ret;

@@ -62,10 +62,36 @@ struct mf_account {
 	char *tunnel;		/* owned or NULL: speak IMAP over this
 				   command's stdin/stdout (pre-authenticated) */
 	unsigned int max_connections;	/* body fetch connections, >= 1 */
+	char *view_fields;	/* owned or NULL: header field names the
+				   views need ("LIST-ID FROM"), upper case,
+				   space-separated; set by the [view]
+				   sections that can show this account */
 
 	struct mf_kv *kv;	/* owned; every key of the section */
 	unsigned int kv_count;
 	int line;		/* where the section starts */
+};
+
+/* One "match = Header: glob" line of a [view NAME] section. */
+struct mf_view_rule {
+	char *field;		/* owned; lower case header name, or
+				   "account" / "folder" (pseudo fields) */
+	char *glob;		/* owned; fnmatch pattern, case-insensitive */
+};
+
+/*
+ * [view NAME]: a read-mostly Maildir at MOUNT/@NAME listing the messages
+ * of all (or some) accounts that match any rule (see fs/views.c).
+ */
+struct mf_view {
+	char *name;		/* owned; the section's NAME */
+	char *dirname;		/* owned; "@NAME", the directory at the root */
+	struct mf_view_rule *rules;	/* owned array, at least one */
+	unsigned int rule_count;
+	char **accounts;	/* owned NULL-terminated names, or NULL: all */
+	char **folders;		/* owned NULL-terminated patterns ("!"
+				   excludes, last match wins), or NULL: all */
+	int line;
 };
 
 struct mf_config {
@@ -76,6 +102,8 @@ struct mf_config {
 					   fails with EIO */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
+	struct mf_view *views;		/* owned array */
+	unsigned int view_count;
 };
 
 /*
@@ -113,5 +141,10 @@ bool mf_host_is_loopback(const char *host);
 /* Does a decoded folder name ("Archive/2024") pass the folders patterns? */
 bool mf_account_folder_wanted(const struct mf_account *acct,
 			      const char *folder);
+
+/* Does a view show messages of this account and folder (its account and
+ * folders keys; the match rules are checked elsewhere)? */
+bool mf_view_wants(const struct mf_view *v, const char *account,
+		   const char *folder);
 
 #endif

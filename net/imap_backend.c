@@ -69,6 +69,8 @@
 #define LISTING_ITEMS \
 	"(UID FLAGS RFC822.SIZE INTERNALDATE " \
 	"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+/* Header bytes of a new message kept for the views' rules. */
+#define IMAP_MAX_VIEW_HEADERS 16384
 
 struct imap_backend {
 	struct mf_backend base;
@@ -79,6 +81,11 @@ struct imap_backend {
 	bool sel_readonly;
 	char delim;			/* hierarchy delimiter, 0 = flat */
 	bool delim_known;
+	/*
+	 * The FETCH items of new messages: LISTING_ITEMS, plus the header
+	 * fields the account's views match on (mf_account.view_fields).
+	 */
+	char *listing_items;		/* owned */
 };
 
 static struct imap_backend *to_imap(struct mf_backend *be)
@@ -570,6 +577,12 @@ static int imap_create(const struct mf_account *acct,
 	be->base.ops = &mf_imap_backend_ops;
 	be->acct = acct;
 	be->conn = imap_conn_new(acct);
+	be->listing_items =
+		acct->view_fields
+			? xasprintf("(UID FLAGS RFC822.SIZE INTERNALDATE "
+				    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID "
+				    "%s)])", acct->view_fields)
+			: xstrdup(LISTING_ITEMS);
 	*be_r = &be->base;
 	return 0;
 }
@@ -584,6 +597,7 @@ static void imap_destroy(struct mf_backend *base)
 	imap_conn_logout(be->conn);
 	imap_conn_free(&be->conn);
 	free(be->selected);
+	free(be->listing_items);
 	free(be);
 }
 
@@ -1032,11 +1046,13 @@ struct buffered_msg {
 	uint64_t size;
 	int64_t date;
 	char *msgid;
+	char *headers;		/* views' header lines, or NULL */
 };
 
 struct listing {
 	const struct mf_changes_sink *sink;
 	bool meta;		/* expect and report meta data */
+	bool headers;		/* report the header lines (views) */
 	uint64_t min_uid, max_uid;
 	bool buffer;		/* keep in msgs instead of reporting */
 	struct buffered_msg *msgs;
@@ -1047,7 +1063,8 @@ struct listing {
 };
 
 static int report(struct listing *l, uint64_t uid, unsigned int flags,
-		  bool meta, uint64_t size, int64_t date, const char *msgid)
+		  bool meta, uint64_t size, int64_t date, const char *msgid,
+		  const char *headers)
 {
 	struct mf_change ch;
 	char id[24];
@@ -1063,6 +1080,7 @@ static int report(struct listing *l, uint64_t uid, unsigned int flags,
 		ch.msg.size_exact = true;
 		ch.msg.internaldate = date;
 		ch.msg.message_id = msgid;
+		ch.msg.headers = headers;
 	}
 	l->reported++;
 	if (l->sink->change(l->sink->ctx, &ch) != 0) {
@@ -1076,7 +1094,7 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 {
 	struct listing *l = ctx;
 	struct fetch_data f;
-	char *msgid = NULL;
+	char *msgid = NULL, *headers = NULL;
 	int ret = 0;
 
 	if (!parse_fetch(r, &f) || !f.has_uid || !f.has_flags)
@@ -1089,11 +1107,15 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 		const char *h = imap_token_str(f.hdr);
 		if (h != NULL)
 			msgid = imap_header_message_id(h, f.hdr->len);
+		if (h != NULL && l->headers)
+			headers = xstrndup(h, MF_MIN(f.hdr->len,
+						     IMAP_MAX_VIEW_HEADERS));
 	}
 	if (l->buffer) {
 		if (l->count >= IMAP_MAX_BUFFERED_NEW) {
 			l->overflow = true;
 			free(msgid);
+			free(headers);
 			return 0;
 		}
 		if (l->count == l->cap) {
@@ -1106,18 +1128,22 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 		m->size = f.size;
 		m->date = f.has_date ? f.date : 0;
 		m->msgid = msgid;
+		m->headers = headers;
 		return 0;
 	}
 	ret = report(l, f.uid, f.flags, l->meta, f.size,
-		     f.has_date ? f.date : 0, msgid);
+		     f.has_date ? f.date : 0, msgid, headers);
 	free(msgid);
+	free(headers);
 	return ret;
 }
 
 static void listing_free(struct listing *l)
 {
-	for (size_t i = 0; i < l->count; i++)
+	for (size_t i = 0; i < l->count; i++) {
 		free(l->msgs[i].msgid);
+		free(l->msgs[i].headers);
+	}
 	free(l->msgs);
 	l->msgs = NULL;
 	l->count = 0;
@@ -1178,9 +1204,10 @@ static enum mf_status snapshot(struct imap_backend *be,
 	memset(&l, 0, sizeof(l));
 	l.sink = sink;
 	l.meta = true;
+	l.headers = be->acct->view_fields != NULL;
 	l.min_uid = 1;
 	l.max_uid = UINT64_MAX;
-	return uid_fetch(be, "1:*", LISTING_ITEMS, NULL, &l, error_r);
+	return uid_fetch(be, "1:*", be->listing_items, NULL, &l, error_r);
 }
 
 /* New messages: UID FETCH old_uidnext:* with meta; only uid >= old. */
@@ -1194,11 +1221,12 @@ static enum mf_status new_messages(struct imap_backend *be,
 	memset(l, 0, sizeof(*l));
 	l->sink = sink;
 	l->meta = true;
+	l->headers = be->acct->view_fields != NULL;
 	l->min_uid = MF_MAX(old_uidnext, 1);
 	l->max_uid = UINT64_MAX;
 	l->buffer = buffer;
 	snprintf(range, sizeof(range), "%" PRIu64 ":*", l->min_uid);
-	return uid_fetch(be, range, LISTING_ITEMS, NULL, l, error_r);
+	return uid_fetch(be, range, be->listing_items, NULL, l, error_r);
 }
 
 static enum mf_status report_gone(const struct mf_changes_sink *sink,
@@ -1285,7 +1313,7 @@ static enum mf_status changes_once(struct imap_backend *be,
 		l.sink = sink;
 		for (size_t i = 0; st == MF_OK && i < s.change_count; i++) {
 			if (report(&l, s.changes[i].uid, s.changes[i].flags,
-				   false, 0, 0, NULL) < 0) {
+				   false, 0, 0, NULL, NULL) < 0) {
 				*error_r = xstrdup("listing canceled by the "
 						   "consumer");
 				st = MF_CANCELED;
@@ -1329,7 +1357,8 @@ static enum mf_status changes_once(struct imap_backend *be,
 			for (size_t i = 0; st == MF_OK && i < l.count; i++) {
 				struct buffered_msg *m = &l.msgs[i];
 				if (report(&l, m->uid, m->flags, true, m->size,
-					   m->date, m->msgid) < 0) {
+					   m->date, m->msgid,
+					   m->headers) < 0) {
 					*error_r = xstrdup("listing canceled "
 							   "by the consumer");
 					st = MF_CANCELED;

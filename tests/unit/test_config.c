@@ -201,6 +201,74 @@ static void test_password_command(void **state)
 	mf_config_free(&cfg);
 }
 
+#define ACCTS "[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n" \
+	      "[account b]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+
+static void test_views(void **state)
+{
+	struct mf_config *cfg;
+	const struct mf_view *v;
+
+	(void)state;
+	cfg = parse_ok(ACCTS
+		       "[view lists]\n"
+		       "match = List-Id: *linux-kernel*\n"
+		       "match = From:*@example.org  # comment\n"
+		       "match = list-id: other\n"
+		       "match = account: a\n"
+		       "[view only-b]\n"
+		       "match = Subject: [PATCH*\n"
+		       "account = b\n"
+		       "folders = INBOX Lists/* !Lists/old\n");
+	assert_int_equal(cfg->view_count, 2);
+	v = &cfg->views[0];
+	assert_string_equal(v->dirname, "@lists");
+	assert_int_equal(v->rule_count, 4);
+	assert_string_equal(v->rules[0].field, "list-id");
+	assert_string_equal(v->rules[0].glob, "*linux-kernel*");
+	assert_string_equal(v->rules[1].field, "from");
+	assert_string_equal(v->rules[1].glob, "*@example.org");
+	assert_null(v->accounts);
+	assert_true(mf_view_wants(v, "a", "Trash"));
+	v = &cfg->views[1];
+	assert_true(mf_view_wants(v, "b", "Lists/x"));
+	assert_false(mf_view_wants(v, "b", "Lists/old"));
+	assert_false(mf_view_wants(v, "a", "INBOX"));
+	/* Fields to fetch: per account, upper case, no duplicates, no
+	 * pseudo fields, no Message-ID (always fetched). */
+	assert_string_equal(cfg->accounts[0].view_fields, "LIST-ID FROM");
+	assert_string_equal(cfg->accounts[1].view_fields,
+			    "LIST-ID FROM SUBJECT");
+	mf_config_free(&cfg);
+
+	cfg = parse_ok(ACCTS "[view acct]\nmatch = account: *\n");
+	assert_null(cfg->accounts[0].view_fields);
+	mf_config_free(&cfg);
+	cfg = parse_ok(ACCTS);
+	assert_int_equal(cfg->view_count, 0);
+	assert_null(cfg->accounts[0].view_fields);
+	mf_config_free(&cfg);
+
+	expect_error(ACCTS "[view x]\naccount = a\n", "no \"match\" line");
+	expect_error(ACCTS "[view x]\nmatch = nocolon\n", "Header: pattern");
+	expect_error(ACCTS "[view x]\nmatch = : x\n", "Header: pattern");
+	expect_error(ACCTS "[view x]\nmatch = From:\n", "no pattern");
+	expect_error(ACCTS "[view x]\nmatch = Fr om: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X)(: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X]: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = a: b\naccount = c\n",
+		     "account \"c\", which is not configured");
+	expect_error(ACCTS "[view]\nmatch = a: b\n", "[view NAME]");
+	expect_error(ACCTS "[view a/b]\nmatch = a: b\n", "[view NAME]");
+	expect_error(ACCTS "[view x]\nmatch = a: b\n[view x]\nmatch = a: b\n",
+		     "defined twice");
+	expect_error(ACCTS "[view x]\nmatch = a: b\naccount = a\n"
+		     "account = b\n", "set twice");
+	expect_error("[account @x]\ntype=imap\nhost=h\nuser=u\n"
+		     "password=p\n[view x]\nmatch = a: b\n",
+		     "the name of an account");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -210,6 +278,7 @@ int main(void)
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_transport_keys),
 		cmocka_unit_test(test_password_command),
+		cmocka_unit_test(test_views),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
