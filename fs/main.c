@@ -148,6 +148,7 @@ int main(int argc, char *argv[])
 		free(req);
 		return r;
 	}
+	mf_harden_process();	/* before any secret is read */
 	memset(&cl, 0, sizeof(cl));
 	if (fuse_opt_parse(&args, &cl, mailfs_opts, opt_proc) == -1)
 		return 1;

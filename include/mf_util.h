@@ -130,4 +130,12 @@ void mf_hex(const unsigned char *in, size_t n, char *out);
  */
 int mf_run_command_line(const char *cmd, char **out_r, char **error_r);
 
+/*
+ * Keep secrets (passwords, tokens) out of core dumps and away from
+ * ptrace by other processes of the same user: RLIMIT_CORE 0 and
+ * PR_SET_DUMPABLE 0, as ssh-agent does. MAILFS_ALLOW_COREDUMP=1 in the
+ * environment skips it for debugging.
+ */
+void mf_harden_process(void);
+
 #endif

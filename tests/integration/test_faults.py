@@ -846,6 +846,10 @@ def test_password_never_disclosed(dovecot, mailfs, tmp_path, how):
         cmdline = f.read()
     with open("/proc/%d/environ" % m.proc.pid, "rb") as f:
         environ = f.read()
+    # No core dump can carry the password out (RLIMIT_CORE 0, undumpable).
+    with open("/proc/%d/limits" % m.proc.pid) as f:
+        core = [ln for ln in f if ln.startswith("Max core file size")]
+    assert core and core[0].split()[4:6] == ["0", "0"], core
     time.sleep(1)
     m.stop()
     needle = PW.encode()
