@@ -207,3 +207,162 @@ def test_notmuch_tags_become_flags_on_the_server(dovecot, mailfs, tmp_path):
     # Every message was read once over the mount, bytes as on the server.
     path = notmuch(cfg, "search", "--output=files", "id:nm-4@mailfs.test").strip()
     assert read(path) == msg(4, "nm")
+
+
+# --------------------------------------------------------------------------
+# neomutt, driven through tmux
+
+
+class Tmux:
+    """One program in a detached tmux session on a private socket."""
+
+    def __init__(self, workdir, env):
+        self.sock = os.path.join(workdir, "tmux.sock")
+        self.env = env
+
+    def _run(self, *args, check=True):
+        return subprocess.run(["tmux", "-S", self.sock] + list(args), env=self.env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=30, check=check)
+
+    def start(self, command):
+        self._run("new-session", "-d", "-x", "160", "-y", "48", command)
+
+    def screen(self):
+        r = self._run("capture-pane", "-p", "-t", "0", check=False)
+        return r.stdout.decode("utf-8", "replace")
+
+    def alive(self):
+        return self._run("has-session", check=False).returncode == 0
+
+    def keys(self, *keys):
+        """tmux key names (Enter, Escape, C-u) or literal text."""
+        for k in keys:
+            if k in ("Enter", "Escape") or k.startswith("C-"):
+                self._run("send-keys", "-t", "0", k)
+            else:
+                self._run("send-keys", "-t", "0", "-l", k)
+
+    def wait(self, text, timeout=30):
+        wait_until(lambda: text in self.screen(), timeout, interval=0.2,
+                   msg="%r on the screen:\n%s" % (text, self.screen()))
+
+    def kill(self):
+        if os.path.exists(self.sock):
+            self._run("kill-server", check=False)
+
+
+MUTTRC = """\
+set mbox_type = Maildir
+set folder = "{acct}"
+set spoolfile = "+INBOX"
+set postponed = "+Drafts"
+set record = ""
+set trash = ""
+set move = no
+set confirmappend = no
+set confirmcreate = no
+set delete = yes
+set quit = yes
+set mark_old = no
+set header_cache = ""
+set sort = date
+set editor = "true"
+set abort_unmodified = no
+set abort_nosubject = no
+set askcc = no
+set edit_headers = no
+set autoedit = no
+set recall = no
+set postpone = yes
+set from = "t@example.org"
+set use_from = yes
+set hostname = "mailfs.test"
+set wait_key = no
+set help = no
+set beep = no
+set sleep_time = 0
+set timeout = 1
+set mail_check = 1
+set pager_stop = yes
+set maildir_trash = no
+set index_format = "%4C %Z %s"
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("neomutt") and shutil.which("tmux")),
+                    reason="neomutt or tmux is not installed")
+def test_neomutt_session_reaches_the_server(dovecot, mailfs, tmp_path):
+    seed(dovecot, "mutt", 5)
+    dovecot.create("Archive")
+    dovecot.create("Drafts")
+    m = mailfs(dovecot)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 5, LIST_WAIT, msg="listing")
+    wait_until(lambda: {"Archive", "Drafts"} <= set(folders(m.acct)), LIST_WAIT)
+
+    home = tmp_path / "home"
+    home.mkdir()
+    muttrc = tmp_path / "muttrc"
+    muttrc.write_text(MUTTRC.format(acct=m.acct))
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "TERM": "xterm", "LANG": "C.UTF-8", "TMPDIR": str(tmp_path)}
+    t = Tmux(str(tmp_path), env)
+    try:
+        t.start("neomutt -n -F %s -f %s" % (muttrc, m.folder("INBOX")))
+        t.wait("mutt message 5")
+        # Read message 1 (the pager shows its body), back to the index.
+        t.keys("1", "Enter", "Enter")
+        t.wait("Body of mutt message 1.")
+        t.keys("q")
+        t.wait("mutt message 5")
+        # Flag 2, delete 3, save 4 to Archive (a move: saved, then deleted).
+        t.keys("2", "Enter", "F")
+        t.keys("3", "Enter", "d")
+        t.keys("4", "Enter", "s")
+        t.wait("Save to mailbox")
+        t.keys("C-u", "=Archive", "Enter")
+        # A draft: compose, postpone (to +Drafts).
+        t.keys("m")
+        t.wait("To:")
+        t.keys("x@example.org", "Enter")
+        t.wait("Subject:")
+        t.keys("mutt draft", "Enter")
+        t.wait("NeoMutt: Compose")
+        t.keys("P")
+        t.wait("mutt message 5")
+        # Sync, quit.
+        t.keys("$")
+        t.keys("q")
+        wait_until(lambda: not t.alive(), 60, interval=0.2,
+                   msg="neomutt quit:\n%s" % t.screen())
+    finally:
+        t.kill()
+
+    def inbox_done():
+        state, _ = server_state(dovecot, "INBOX")
+        return state == {
+            "<mutt-1@mailfs.test>": {"\\Seen"},
+            "<mutt-2@mailfs.test>": {"\\Flagged"},
+            "<mutt-5@mailfs.test>": set(),
+        }
+    wait_until(inbox_done, SYNC_WAIT, msg="INBOX on the server: %r"
+               % (server_state(dovecot, "INBOX")[0],))
+    wait_until(lambda: list(server_state(dovecot, "Archive")[0]) == ["<mutt-4@mailfs.test>"],
+               SYNC_WAIT, msg="the saved message in Archive")
+    _, raw = server_state(dovecot, "Archive")
+    assert b"Body of mutt message 4." in raw["<mutt-4@mailfs.test>"]
+    # Deleted and moved-away originals went to the Trash (delete = trash).
+    wait_until(lambda: set(server_state(dovecot, "Trash")[0]) ==
+               {"<mutt-3@mailfs.test>", "<mutt-4@mailfs.test>"}, SYNC_WAIT,
+               msg="Trash on the server")
+
+    # neomutt postpones into +Drafts/new/ without a D flag; the server
+    # gets the message as it wrote it.
+    def drafts():
+        with dovecot.client() as c:
+            return list(c.messages("Drafts").values())
+    wait_until(lambda: len(drafts()) == 1, SYNC_WAIT, msg="the draft in Drafts")
+    d = drafts()[0]
+    assert b"Subject: mutt draft" in d and b"To: x@example.org" in d
+    # The mount keeps the bytes neomutt wrote (LF); Dovecot serves CRLF.
+    assert [read(p).replace(b"\n", b"\r\n") for p in messages(m.acct, "Drafts")] == [d]
