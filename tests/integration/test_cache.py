@@ -9,8 +9,10 @@ import time
 
 import pytest
 
+import subprocess
+
 from util import (wait_until, run_with_timeout, messages, read, deliver,
-                  fuse_skip_reason)
+                  fuse_skip_reason, mailfs_binary)
 
 if fuse_skip_reason():
     pytest.skip(fuse_skip_reason(), allow_module_level=True)
@@ -46,6 +48,11 @@ def cache_bytes(m):
     return total
 
 
+def status(m):
+    return subprocess.run([mailfs_binary(), "--status", m.mnt], capture_output=True,
+                          text=True, timeout=20).stdout
+
+
 def read_ok(path):
     state, data = run_with_timeout(read, 20, path)
     assert state == "ok", (path, state, data)
@@ -69,8 +76,10 @@ def test_lru_eviction_keeps_the_cache_under_the_limit(dovecot, mailfs):
     last = {p: read_ok(p) for p in paths[15:]}
     assert sorted(list(first.values()) + list(last.values())) == sorted(bodies)
 
-    wait_until(lambda: cache_bytes(m) <= limit, 90,
-               msg="eviction down to cache_max_size")
+    # 420K down to at most 90% of 200K: 12 bodies of 20K go.
+    wait_until(lambda: "of %d bytes (cache_max_size), 12 bodies evicted" % limit
+               in status(m), 90, msg="eviction down to cache_max_size")
+    assert cache_bytes(m) <= limit
     assert "cache: evicted" in m.log()
     # Least recently used first: every recent body is still cached, and
     # only 3 of the older ones fit beside them (below 90% of the limit).
