@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@
 
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
-	"cache_dir", "state_dir", "fetch_timeout", NULL,
+	"cache_dir", "state_dir", "fetch_timeout", "cache_max_size", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -267,6 +268,40 @@ static int parse_uint(const char *file, const struct mf_kv *kv,
 	return 0;
 }
 
+/* The power of 1024 of a size suffix (K M G T), or 0. */
+static unsigned int size_unit(char c)
+{
+	static const char units[] = "KMGT";
+	const char *u = c ? strchr(units, toupper((unsigned char)c)) : NULL;
+
+	return u ? (unsigned int)(u - units) + 1 : 0;
+}
+
+/* A size: bytes, or a number with K, M, G or T (powers of 1024). */
+static int parse_size(const char *file, const struct mf_kv *kv,
+		      uint64_t *out, char **error_r)
+{
+	size_t len = strlen(kv->value);
+	unsigned int shift = 0;
+	uint64_t v;
+
+	if (len > 1 && (kv->value[len - 1] == 'B' || kv->value[len - 1] == 'b')
+	    && size_unit(kv->value[len - 2]))
+		len--;	/* "2GB" */
+	if (len > 0 && size_unit(kv->value[len - 1])) {
+		shift = 10 * size_unit(kv->value[len - 1]);
+		len--;
+	}
+	if (mf_parse_u64(kv->value, len, UINT64_MAX >> shift, &v) < 0) {
+		*error_r = xasprintf("%s:%d: %s must be a size: bytes, or a "
+				     "number with K, M, G or T (not \"%s\")",
+				     file, kv->line, kv->key, kv->value);
+		return -EINVAL;
+	}
+	*out = v << shift;
+	return 0;
+}
+
 static int parse_bool(const char *file, const struct mf_kv *kv, bool *out,
 		      char **error_r)
 {
@@ -477,6 +512,13 @@ static int load_account(const char *file, struct section *sec,
 			return -EINVAL;
 		a->prefetch = (enum mf_prefetch)v;
 	}
+	kv = find_kv(a->kv, a->kv_count, "prefetch_max_size");
+	if (kv && parse_size(file, kv, &a->prefetch_max_size, error_r) < 0)
+		return -EINVAL;
+	kv = find_kv(a->kv, a->kv_count, "prefetch_max_age");
+	if (kv && parse_uint(file, kv, 0, 36500, &a->prefetch_max_age,
+			     error_r) < 0)
+		return -EINVAL;
 
 	if (strcmp(a->type, "imap") == 0 && a->tunnel) {
 		/*
@@ -885,6 +927,11 @@ int mf_config_parse(const char *name, const char *text,
 			if (kv)
 				ret = parse_uint(name, kv, 1, 3600,
 						 &cfg->fetch_timeout, error_r);
+			kv = find_kv(sec->kv, sec->kv_count,
+				     "cache_max_size");
+			if (kv && ret == 0)
+				ret = parse_size(name, kv,
+						 &cfg->cache_max_size, error_r);
 		} else if (strcmp(sec->name, "account") == 0) {
 			struct mf_account *a;
 

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 3
+#define SCHEMA_VERSION 4
 
 static struct {
 	char *db_path;
@@ -337,6 +337,35 @@ static int migrate_3_view_headers(struct meta_conn *c, char **error_r)
 	return 0;
 }
 
+/*
+ * Schema 3 -> 4: the blob_cache table, one row per cached body, with its
+ * size and last access (seconds) for least-recently-used eviction
+ * (cache/blob.c). Rows are added by the blob store's background thread;
+ * a cache made before this step is walked once at the next mount.
+ */
+static int migrate_4_blob_cache(struct meta_conn *c, char **error_r)
+{
+	if (sqlite3_exec(c->db,
+			 "BEGIN;"
+			 "CREATE TABLE IF NOT EXISTS blob_cache ("
+			 " hash TEXT PRIMARY KEY,"
+			 " size INTEGER NOT NULL,"
+			 " atime INTEGER NOT NULL) WITHOUT ROWID;"
+			 "CREATE INDEX IF NOT EXISTS blob_cache_atime"
+			 " ON blob_cache(atime, hash);"
+			 "CREATE INDEX IF NOT EXISTS message_blob"
+			 " ON message(blob) WHERE blob IS NOT NULL;"
+			 "PRAGMA user_version = 4;"
+			 "COMMIT;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot upgrade %s to schema 4: %s",
+				     meta.db_path, sqlite3_errmsg(c->db));
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
 int mf_store_open(const char *state_dir, char **error_r)
 {
 	struct meta_conn *c;
@@ -428,6 +457,8 @@ int mf_store_open(const char *state_dir, char **error_r)
 		}
 	}
 	if (version < 3 && migrate_3_view_headers(c, error_r) < 0)
+		return -EIO;
+	if (version < 4 && migrate_4_blob_cache(c, error_r) < 0)
 		return -EIO;
 	/*
 	 * Tombstones of expunged messages are kept while the kernel may

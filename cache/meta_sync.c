@@ -376,6 +376,7 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote)
 }
 
 int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    uint64_t max_size, int64_t min_date,
 			    int64_t after, unsigned int max, int64_t *ids_r,
 			    unsigned int *n_r)
 {
@@ -388,16 +389,21 @@ int mf_store_prefetch_batch(const char *account, bool unseen_only,
 		return -EIO;
 	s = meta_stmt(c, S_PREFETCH,
 		      "SELECT m.id FROM message m JOIN folder f ON "
-		      "f.id = m.folder WHERE f.account = ? AND m.id > ? AND "
+		      "f.id = m.folder WHERE f.account = ?1 AND m.id > ?2 AND "
 		      "m.blob IS NULL AND m.ruid IS NOT NULL AND m.dir != 3 "
-		      "AND (? = 0 OR (m.flags & 16) = 0) ORDER BY m.id "
-		      "LIMIT ?");
+		      "AND (?3 = 0 OR (m.flags & 16) = 0) "
+		      "AND (?5 = 0 OR m.size <= ?5) "
+		      "AND (?6 = 0 OR m.internaldate >= ?6) ORDER BY m.id "
+		      "LIMIT ?4");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, after);
 	sqlite3_bind_int(s, 3, unseen_only);
 	sqlite3_bind_int(s, 4, (int)max);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)MF_MIN(max_size,
+						       (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(s, 6, min_date);
 	while (n < max && sqlite3_step(s) == SQLITE_ROW)
 		ids_r[n++] = sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);

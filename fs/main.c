@@ -214,6 +214,12 @@ int main(int argc, char *argv[])
 		fuse_daemonize(0);
 	}
 
+	/* After the fork: cache eviction runs in a thread of its own. */
+	if (mf_blob_set_max_size(cfg->cache_max_size, &err) < 0) {
+		mf_err("%s", err);
+		free(err);
+		err = NULL;
+	}
 	mf_notifier_start(se);
 	mf_store_set_notify(mf_notifier_ops());
 	engines = xcalloc(cfg->account_count, sizeof(*engines));

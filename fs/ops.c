@@ -87,7 +87,7 @@ static void handle_free(struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&handles_lock);
-	close(h->fd);
+	mf_blob_close(h->fd);	/* a body stays cached while open */
 	free(h);
 }
 

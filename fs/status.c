@@ -11,6 +11,7 @@
  * and the answer is text until the daemon closes the connection.
  */
 #include "fs.h"
+#include "mf_blob.h"
 #include "mf_engine.h"
 #include "mf_store.h"
 #include "mf_util.h"
@@ -59,6 +60,20 @@ char *mf_status_socket_path(const char *mountpoint)
 	return path;
 }
 
+/* The body cache against cache_max_size, when there is a limit. */
+static void status_cache(struct mf_buf *out)
+{
+	struct mf_blob_stats bs;
+
+	mf_blob_stats(&bs);
+	if (bs.max_size)
+		mf_buf_printf(out, "cache: %llu of %llu bytes (cache_max_size), "
+			      "%llu bodies evicted\n",
+			      (unsigned long long)bs.size,
+			      (unsigned long long)bs.max_size,
+			      (unsigned long long)bs.evicted);
+}
+
 static void answer(int fd, const char *line)
 {
 	struct mf_buf out;
@@ -67,6 +82,7 @@ static void answer(int fd, const char *line)
 	if (strcmp(line, "status") == 0) {
 		mf_buf_printf(&out, "mailfs %s on %s (pid %d)\n",
 			      MAILFS_VERSION, st.mountpoint, (int)getpid());
+		status_cache(&out);
 		for (unsigned int i = 0; i < st.cfg->account_count; i++) {
 			struct mf_engine *e =
 				mf_engine_find(st.cfg->accounts[i].name);

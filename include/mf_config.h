@@ -66,6 +66,10 @@ struct mf_account {
 				   views need ("LIST-ID FROM"), upper case,
 				   space-separated; set by the [view]
 				   sections that can show this account */
+	uint64_t prefetch_max_size;	/* bytes; 0 = no limit: larger bodies
+					   are not prefetched */
+	unsigned int prefetch_max_age;	/* days; 0 = no limit: prefetch only
+					   messages dated within this */
 
 	struct mf_kv *kv;	/* owned; every key of the section */
 	unsigned int kv_count;
@@ -100,6 +104,9 @@ struct mf_config {
 	char *state_dir;	/* owned, expanded */
 	unsigned int fetch_timeout;	/* seconds before an uncached read
 					   fails with EIO */
+	uint64_t cache_max_size;	/* bytes of bodies in cache_dir; 0 =
+					   no limit (least recently used
+					   bodies are evicted above it) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
 	struct mf_view *views;		/* owned array */

@@ -277,10 +277,12 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote);
 
 /*
  * Up to max messages of account whose bodies are not cached, with ids
- * above after (in id order), unseen ones only if unseen_only. For
- * prefetch. Returns the count in *n_r.
+ * above after (in id order), unseen ones only if unseen_only, of at most
+ * max_size bytes (0: any) and dated min_date or later (seconds; 0: any).
+ * For prefetch. Returns the count in *n_r.
  */
 int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    uint64_t max_size, int64_t min_date,
 			    int64_t after, unsigned int max, int64_t *ids_r,
 			    unsigned int *n_r);
 

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mf_config.h"
@@ -179,6 +180,44 @@ static void test_transport_keys(void **state)
 		     "max_connections=0\n", "max_connections must be");
 }
 
+static void test_cache_keys(void **state)
+{
+	static const char acct[] = "[account a]\ntype=imap\nhost=h\nuser=u\n"
+				   "password=p\n";
+	struct mf_config *cfg;
+	char text[512];
+
+	(void)state;
+	cfg = parse_ok("[general]\ncache_max_size = 2G\n[account a]\n"
+		       "type=imap\nhost=h\nuser=u\npassword=p\n"
+		       "prefetch = all\nprefetch_max_size = 512k\n"
+		       "prefetch_max_age = 30\n");
+	assert_true(cfg->cache_max_size == 2ULL << 30);
+	assert_true(cfg->accounts[0].prefetch_max_size == 512ULL << 10);
+	assert_int_equal(cfg->accounts[0].prefetch_max_age, 30);
+	mf_config_free(&cfg);
+	cfg = parse_ok(acct);
+	assert_true(cfg->cache_max_size == 0);
+	assert_true(cfg->accounts[0].prefetch_max_size == 0);
+	assert_int_equal(cfg->accounts[0].prefetch_max_age, 0);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[general]\ncache_max_size = 1500\n[account a]\n"
+		       "type=imap\nhost=h\nuser=u\npassword=p\n"
+		       "prefetch_max_size = 3MB\n");
+	assert_true(cfg->cache_max_size == 1500);
+	assert_true(cfg->accounts[0].prefetch_max_size == 3ULL << 20);
+	mf_config_free(&cfg);
+	expect_error("[general]\ncache_max_size = 2X\n", "must be a size");
+	expect_error("[general]\ncache_max_size = G\n", "must be a size");
+	expect_error("[general]\ncache_max_size = -1\n", "must be a size");
+	expect_error("[general]\ncache_max_size = 99999999999T\n",
+		     "must be a size");
+	snprintf(text, sizeof(text), "%sprefetch_max_size = 1.5M\n", acct);
+	expect_error(text, "prefetch_max_size must be a size");
+	snprintf(text, sizeof(text), "%sprefetch_max_age = x\n", acct);
+	expect_error(text, "prefetch_max_age must be a number");
+}
+
 static void test_password_command(void **state)
 {
 	struct mf_config *cfg;
@@ -277,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_transport_keys),
+		cmocka_unit_test(test_cache_keys),
 		cmocka_unit_test(test_password_command),
 		cmocka_unit_test(test_views),
 	};
