@@ -22,7 +22,7 @@
 
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
-	"cache_dir", "state_dir", "fetch_timeout", NULL,
+	"cache_dir", "state_dir", "fetch_timeout", "drain_timeout", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -588,6 +588,7 @@ int mf_config_parse(const char *name, const char *text,
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->path = xstrdup(name);
 	cfg->fetch_timeout = 30;
+	cfg->drain_timeout = 10;
 	for (unsigned int i = 0; i < n && ret == 0; i++) {
 		struct section *sec = &secs[i];
 
@@ -615,6 +616,10 @@ int mf_config_parse(const char *name, const char *text,
 			if (kv)
 				ret = parse_uint(name, kv, 1, 3600,
 						 &cfg->fetch_timeout, error_r);
+			kv = find_kv(sec->kv, sec->kv_count, "drain_timeout");
+			if (kv && ret == 0)
+				ret = parse_uint(name, kv, 0, 3600,
+						 &cfg->drain_timeout, error_r);
 		} else if (strcmp(sec->name, "account") == 0) {
 			struct mf_account *a;
 

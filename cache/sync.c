@@ -349,7 +349,8 @@ static enum mf_status sync_folder_list(struct mf_engine *e,
 	return st;
 }
 
-static enum mf_status sync_all(struct mf_engine *e, bool probe)
+static enum mf_status sync_all(struct mf_engine *e, bool probe,
+			       bool first_listing)
 {
 	struct list_ctx lc = { NULL, 0 };
 	struct mf_folder *folders;
@@ -369,6 +370,11 @@ static enum mf_status sync_all(struct mf_engine *e, bool probe)
 		struct mf_remote_folder key = { .remote = folders[i].remote };
 		const struct mf_remote_folder *listed;
 		enum mf_status fst;
+
+		/* The first listing says how far it is (status and log). */
+		if (first_listing)
+			set_state(e, "first listing: folder %u of %u (%s)",
+				  i + 1, n, folders[i].path);
 
 		/* The listing said what the folder's cursor is now. */
 		listed = bsearch(&key, lc.folders, lc.n, sizeof(*lc.folders),
@@ -821,7 +827,15 @@ static void *engine_main(void *arg)
 			 * of 75 SELECTs). A replayed APPEND syncs its folder
 			 * itself before it looks for the upload.
 			 */
-			st = sync_all(e, true);
+			bool listing = first &&
+				       !mf_store_account_listed(e->acct->name);
+			int64_t t0 = mf_mono_ms();
+
+			st = sync_all(e, true, listing);
+			if (listing && st == MF_OK)
+				mf_notice("%s: first listing done in %lld ms",
+					  e->acct->name,
+					  (long long)(mf_mono_ms() - t0));
 			pthread_mutex_lock(&e->lock);
 			if (!e->first_sync_done) {
 				e->first_sync_done = true;
@@ -1298,6 +1312,7 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 {
 	struct mf_queue_stats qs;
 	struct held_ctx h = { out, e->acct->name, 0 };
+	struct mf_account_stats as;
 	int64_t last;
 	uint64_t prefetched;
 	unsigned int nfail;
@@ -1335,11 +1350,25 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 		free(qs.last_error);
 	}
 	mf_store_held_folders(e->acct->name, held_line, &h);
-	if (e->acct->prefetch != MF_PREFETCH_NONE)
-		mf_buf_printf(out, "  prefetch (%s): %llu bodies fetched\n",
-			      e->acct->prefetch == MF_PREFETCH_ALL ? "all"
-								   : "new",
-			      (unsigned long long)prefetched);
+	if (mf_store_account_stats(e->acct->name,
+				   e->acct->prefetch == MF_PREFETCH_NEW,
+				   &as) == 0) {
+		mf_buf_printf(out, "  cache: %llu of %llu bodies, %llu bytes"
+			      "\n", (unsigned long long)as.cached,
+			      (unsigned long long)as.messages,
+			      (unsigned long long)as.cached_bytes);
+		if (e->acct->prefetch != MF_PREFETCH_NONE)
+			mf_buf_printf(out, "  prefetch (%s): %llu of %llu "
+				      "bodies cached, %llu left; %llu "
+				      "fetched by this mount\n",
+				      e->acct->prefetch == MF_PREFETCH_ALL
+					      ? "all" : "new",
+				      (unsigned long long)(as.prefetch_total -
+							   as.prefetch_left),
+				      (unsigned long long)as.prefetch_total,
+				      (unsigned long long)as.prefetch_left,
+				      (unsigned long long)prefetched);
+	}
 	pthread_mutex_lock(&e->lock);
 	if (nfail) {
 		mf_buf_printf(out, "  failed for good: %u (the latest "

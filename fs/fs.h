@@ -22,6 +22,8 @@ extern const struct fuse_lowlevel_ops mf_fs_ops;
 /* Set before the session runs. */
 void mf_fs_init(const struct mf_fs_options *opts);
 void mf_fs_deinit(void);
+/* Swap in a re-read config (SIGHUP); the old one must stay allocated. */
+void mf_fs_set_config(const struct mf_config *cfg);
 
 /* The notifier: one thread issues every fuse_lowlevel_notify_* call. */
 void mf_notifier_start(struct fuse_session *se);
@@ -32,6 +34,8 @@ const struct mf_notify_ops *mf_notifier_ops(void);
 char *mf_status_socket_path(const char *mountpoint);
 int mf_status_start(const struct mf_config *cfg, const char *mountpoint);
 void mf_status_stop(void);
+/* The config in force after a SIGHUP (the old one stays allocated). */
+void mf_status_set_config(const struct mf_config *cfg);
 /* mount.mailfs --status / --accept: returns the exit code. */
 int mf_status_client(const char *mountpoint, const char *request);
 

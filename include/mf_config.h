@@ -74,6 +74,8 @@ struct mf_config {
 	char *state_dir;	/* owned, expanded */
 	unsigned int fetch_timeout;	/* seconds before an uncached read
 					   fails with EIO */
+	unsigned int drain_timeout;	/* seconds to spend at unmount on
+					   queued changes (0: none) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
 };
