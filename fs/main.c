@@ -12,7 +12,7 @@
  * While mounted: SIGHUP re-reads the config (accounts added, removed or
  * changed without a remount). On unmount or SIGTERM the mount goes first,
  * then the write-back queue gets up to drain_timeout seconds to reach the
- * servers (a second SIGTERM cuts that short), then the engines stop; what
+ * servers (SIGINT cuts that short), then the engines stop; what
  * is left stays in the store for the next mount.
  *
  * Under systemd (Type=notify) the daemon says READY, RELOADING and
@@ -412,7 +412,7 @@ static void on_term_while_draining(int sig)
  * After the unmount: give queued changes up to timeout_s seconds to reach
  * the servers. Stops early when every queue is empty, when what is left
  * waits for a retry later than the deadline (the server is away), or at a
- * second SIGTERM or SIGINT.
+ * SIGINT.
  */
 static void drain_queues(unsigned int timeout_s)
 {
@@ -420,11 +420,16 @@ static void drain_queues(unsigned int timeout_s)
 	struct sigaction sa;
 	bool told = false;
 
+	/*
+	 * SIGINT (Ctrl-C) stops the drain. SIGTERM does not: systemd sends
+	 * it right after ExecStop= has unmounted, and drain_timeout bounds
+	 * the wait anyway.
+	 */
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_term_while_draining;
 	sigemptyset(&sa.sa_mask);
-	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	signal(SIGTERM, SIG_IGN);
 	for (unsigned int i = 0; i < dmn.cfg->account_count; i++) {
 		if (dmn.slots[i].e)
 			mf_engine_kick(dmn.slots[i].e);
@@ -460,8 +465,8 @@ static void drain_queues(unsigned int timeout_s)
 		}
 		if (!told && timeout_s > 0) {
 			mf_notice("sending %llu queued change%s before "
-				  "exiting (at most %u s; SIGTERM again "
-				  "to stop now)", (unsigned long long)waiting,
+				  "exiting (at most %u s; SIGINT to stop "
+				  "now)", (unsigned long long)waiting,
 				  waiting == 1 ? "" : "s", timeout_s);
 			told = true;
 		}
@@ -649,8 +654,12 @@ int main(int argc, char *argv[])
 	 * thread starts in the benchmark.
 	 */
 	fuse_loop_cfg_set_idle_threads(loop, 16);
-	ret = fuse_session_loop_mt(se, loop) != 0;
+	ret = fuse_session_loop_mt(se, loop);
 	fuse_loop_cfg_destroy(loop);
+	/* libfuse returns the signal that ended it: SIGTERM is a clean stop. */
+	if (ret == SIGTERM || ret == SIGINT)
+		ret = 0;
+	ret = ret != 0;
 
 	notify_systemd("STOPPING=1");
 	mf_notice("unmounting %s", cl.mountpoint);

@@ -299,9 +299,46 @@ static int client_connect(const char *mountpoint, char **tried_r)
 	return fd;
 }
 
+/*
+ * The absolute path of a mount point without a stat() of the mount point
+ * itself: that would wait for the daemon, which holds requests during a
+ * first listing (and the status is how to see its progress).
+ */
+static char *mountpoint_path(const char *mountpoint)
+{
+	char *copy = xstrdup(mountpoint), *slash, *dir, *base, *real = NULL;
+	size_t n = strlen(copy);
+
+	while (n > 1 && copy[n - 1] == '/')
+		copy[--n] = '\0';
+	slash = strrchr(copy, '/');
+	if (slash) {
+		*slash = '\0';
+		dir = slash == copy ? "/" : copy;
+		base = slash + 1;
+	} else {
+		dir = ".";
+		base = copy;
+	}
+	if (strcmp(base, ".") != 0 && strcmp(base, "..") != 0 && base[0]) {
+		char *rdir = realpath(dir, NULL);
+
+		if (rdir) {
+			real = xasprintf("%s%s%s", rdir,
+					 strcmp(rdir, "/") == 0 ? "" : "/",
+					 base);
+			free(rdir);
+		}
+	} else {
+		real = realpath(mountpoint, NULL);
+	}
+	free(copy);
+	return real;
+}
+
 int mf_status_client(const char *mountpoint, const char *request)
 {
-	char *real = realpath(mountpoint, NULL);
+	char *real = mountpoint_path(mountpoint);
 	char *tried = NULL;
 	char buf[4096];
 	int fd, ret = 0;
