@@ -1476,14 +1476,11 @@ int mf_engine_start(const struct mf_config *cfg,
 	return 0;
 }
 
-void mf_engine_stop(struct mf_engine **ep)
+/* Stop the threads and close the sessions; the struct stays valid. */
+static void engine_halt(struct mf_engine *e)
 {
-	struct mf_engine *e = *ep;
 	struct mf_engine **pp;
 
-	if (!e)
-		return;
-	*ep = NULL;
 	pthread_mutex_lock(&registry_lock);
 	for (pp = &registry; *pp; pp = &(*pp)->next) {
 		if (*pp == e) {
@@ -1514,6 +1511,7 @@ void mf_engine_stop(struct mf_engine **ep)
 		for (unsigned int i = 0; i < e->nfetch; i++)
 			pthread_join(e->fetch_thread[i], NULL);
 	}
+	e->nthreads_started = 0;
 	if (e->main_be)
 		e->ops->destroy(e->main_be);
 	if (e->push_be)
@@ -1521,7 +1519,14 @@ void mf_engine_stop(struct mf_engine **ep)
 	for (unsigned int i = 0; i < e->nfetch; i++) {
 		if (e->fetch_be[i])
 			e->ops->destroy(e->fetch_be[i]);
+		e->fetch_be[i] = NULL;
 	}
+	e->main_be = NULL;
+	e->push_be = NULL;
+}
+
+static void engine_free(struct mf_engine *e)
+{
 	free(e->state);
 	for (unsigned int i = 0; i < FAILURES_KEPT; i++)
 		free(e->failures[i]);
@@ -1530,4 +1535,48 @@ void mf_engine_stop(struct mf_engine **ep)
 	pthread_cond_destroy(&e->fetch_cond);
 	pthread_cond_destroy(&e->push_cond);
 	free(e);
+}
+
+void mf_engine_stop(struct mf_engine **ep)
+{
+	struct mf_engine *e = *ep;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	engine_halt(e);
+	engine_free(e);
+}
+
+/* Engines stopped while the file system runs: freed at exit. */
+static struct mf_engine *retired;	/* protected by registry_lock */
+
+void mf_engine_retire(struct mf_engine **ep)
+{
+	struct mf_engine *e = *ep;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	engine_halt(e);
+	pthread_mutex_lock(&registry_lock);
+	e->next = retired;
+	retired = e;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+void mf_engine_free_retired(void)
+{
+	struct mf_engine *e;
+
+	pthread_mutex_lock(&registry_lock);
+	e = retired;
+	retired = NULL;
+	pthread_mutex_unlock(&registry_lock);
+	while (e) {
+		struct mf_engine *next = e->next;
+
+		engine_free(e);
+		e = next;
+	}
 }

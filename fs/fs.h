@@ -7,6 +7,7 @@
 
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "mf_config.h"
 
@@ -29,6 +30,12 @@ void mf_fs_set_config(const struct mf_config *cfg);
 void mf_notifier_start(struct fuse_session *se);
 void mf_notifier_stop(void);
 const struct mf_notify_ops *mf_notifier_ops(void);
+
+/*
+ * A request enters folder: if it is the root of an account mounted for
+ * the first time, wait for its first listing (bounded). fs/main.c.
+ */
+void mf_fs_hold(int64_t folder);
 
 /* The status socket (fs/status.c). */
 char *mf_status_socket_path(const char *mountpoint);

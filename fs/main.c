@@ -42,7 +42,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-/* How long a first mount waits for an account's first listing. */
+/* How long requests into a new account wait for its first listing. */
 #define FIRST_SYNC_WAIT_MS 15000
 
 struct cmdline {
@@ -191,6 +191,94 @@ static bool stderr_is_journal(void)
 	       (unsigned long long)st.st_ino == ino;
 }
 
+/* ---- the first listing of a new account ---- */
+
+/*
+ * An account mounted for the first time shows nothing until its first
+ * listing is in: requests that enter it (a lookup of its directory or of
+ * a name in it, a listing of it) wait until then, for FIRST_SYNC_WAIT_MS
+ * at most. Only that account's requests wait: the others, and the mount
+ * root, are served at once, so an account whose server hangs holds up
+ * nobody else. With a store from an earlier mount nothing waits.
+ */
+#define MAX_HOLDS 64
+
+static struct {
+	pthread_mutex_t lock;
+	unsigned int n;			/* also read without the lock */
+	struct {
+		int64_t root;		/* the account's root folder */
+		char *account;		/* owned */
+		int64_t deadline;	/* mf_mono_ms() */
+	} h[MAX_HOLDS];
+} holds = { .lock = PTHREAD_MUTEX_INITIALIZER };
+
+static void hold_add(const char *account, int64_t root)
+{
+	pthread_mutex_lock(&holds.lock);
+	if (holds.n < MAX_HOLDS) {
+		holds.h[holds.n].root = root;
+		holds.h[holds.n].account = xstrdup(account);
+		holds.h[holds.n].deadline = mf_mono_ms() + FIRST_SYNC_WAIT_MS;
+		__atomic_store_n(&holds.n, holds.n + 1, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&holds.lock);
+}
+
+static void hold_drop(int64_t root, bool timed_out)
+{
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++) {
+		if (holds.h[i].root != root)
+			continue;
+		if (timed_out)
+			mf_notice("%s: first listing still running; serving "
+				  "what is there", holds.h[i].account);
+		free(holds.h[i].account);
+		holds.h[i] = holds.h[holds.n - 1];
+		__atomic_store_n(&holds.n, holds.n - 1, __ATOMIC_RELEASE);
+		break;
+	}
+	pthread_mutex_unlock(&holds.lock);
+}
+
+static void holds_clear(void)
+{
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++)
+		free(holds.h[i].account);
+	__atomic_store_n(&holds.n, 0, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&holds.lock);
+}
+
+void mf_fs_hold(int64_t folder)
+{
+	struct mf_engine *e;
+	char *account = NULL;
+	int64_t deadline = 0;
+	bool done;
+
+	if (__atomic_load_n(&holds.n, __ATOMIC_ACQUIRE) == 0)
+		return;
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++) {
+		if (holds.h[i].root == folder) {
+			account = xstrdup(holds.h[i].account);
+			deadline = holds.h[i].deadline;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&holds.lock);
+	if (!account)
+		return;
+	/* Engines are retired, never freed, while the mount runs. */
+	e = mf_engine_find(account);
+	done = !e || mf_engine_wait_first_sync(e, MF_MAX(deadline -
+							  mf_mono_ms(), 0));
+	hold_drop(folder, !done);
+	free(account);
+}
+
 /* ---- accounts and their engines ---- */
 
 struct slot {
@@ -225,6 +313,8 @@ static void start_slot(struct slot *sl, const struct mf_config *cfg,
 		mf_err("account %s: cannot set it up in the store", acct->name);
 		return;
 	}
+	if (!mf_store_account_listed(acct->name))
+		hold_add(acct->name, id);
 	if (mf_engine_start(cfg, acct, &sl->e, &err) < 0) {
 		/* One broken account never stops the others. */
 		mf_err("account %s: %s", acct->name, err);
@@ -303,7 +393,7 @@ static void reload_config(void)
 		if (j < oc->account_count && !kept[j]) {
 			mf_notice("account %s: settings changed; restarting",
 				  a->name);
-			mf_engine_stop(&dmn.slots[j].e);
+			mf_engine_retire(&dmn.slots[j].e);
 			kept[j] = true;
 		} else {
 			mf_notice("account %s: added", a->name);
@@ -319,7 +409,7 @@ static void reload_config(void)
 			continue;
 		mf_notice("account %s: removed; its queued changes stay in "
 			  "the store", oc->accounts[j].name);
-		mf_engine_stop(&dmn.slots[j].e);
+		mf_engine_retire(&dmn.slots[j].e);
 		notify_root_entry(oc->accounts[j].name);
 	}
 	free(kept);
@@ -487,7 +577,6 @@ int main(int argc, char *argv[])
 	struct cmdline cl;
 	struct mf_config *cfg = NULL;
 	struct fuse_session *se = NULL;
-	bool *first = NULL;
 	bool mounted = false, signals_set = false;
 	struct mf_fs_options fsopts;
 	struct fuse_loop_config *loop = NULL;
@@ -610,35 +699,9 @@ int main(int argc, char *argv[])
 	mf_notifier_start(se);
 	mf_store_set_notify(mf_notifier_ops());
 	dmn.slots = xcalloc(cfg->account_count, sizeof(*dmn.slots));
-	first = xcalloc(cfg->account_count, sizeof(*first));
-	for (unsigned int i = 0; i < cfg->account_count; i++) {
-		first[i] = !mf_store_account_listed(cfg->accounts[i].name);
+	for (unsigned int i = 0; i < cfg->account_count; i++)
 		start_slot(&dmn.slots[i], cfg, &cfg->accounts[i]);
-	}
-	/* Status first: it can tell how far a first listing is. */
 	mf_status_start(cfg, cl.mountpoint);
-	/*
-	 * An account mounted for the first time shows nothing until its
-	 * first listing: hold requests (they wait; nothing fails) until
-	 * it is complete, for FIRST_SYNC_WAIT_MS at most. With a store
-	 * from an earlier mount, serve it at once, offline too.
-	 */
-	{
-		int64_t deadline = mf_mono_ms() + FIRST_SYNC_WAIT_MS;
-
-		for (unsigned int i = 0; i < cfg->account_count; i++) {
-			int64_t left = deadline - mf_mono_ms();
-
-			if (!first[i] || !dmn.slots[i].e)
-				continue;
-			if (!mf_engine_wait_first_sync(dmn.slots[i].e,
-						       MF_MAX(left, 0)))
-				mf_notice("%s: first listing still running; "
-					  "serving what is there",
-					  cfg->accounts[i].name);
-		}
-	}
-	free(first);
 	if (pthread_create(&dmn.reload_thread, NULL, reload_main, NULL) == 0)
 		dmn.reload_running = true;
 	mf_notice("mounted %s (%u account%s)", cl.mountpoint,
@@ -675,6 +738,8 @@ int main(int argc, char *argv[])
 	mf_status_stop();
 	for (unsigned int i = 0; i < dmn.cfg->account_count; i++)
 		mf_engine_stop(&dmn.slots[i].e);
+	mf_engine_free_retired();
+	holds_clear();
 	free(dmn.slots);
 	dmn.slots = NULL;
 out_signals:

@@ -333,8 +333,10 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 		if (!account_configured(name))
 			return -ENOENT;
 		ret = mf_store_folder_lookup(0, name, &f);
-		if (ret == 0)
+		if (ret == 0) {
+			mf_fs_hold(f.id);	/* a first listing */
 			*ino_r = mf_ino_folder(f.id, 0);
+		}
 		mf_folder_clear(&f);
 		return ret;
 	}
@@ -342,6 +344,7 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 		struct mf_folder f;
 		int s = sub_of_name(name);
 
+		mf_fs_hold(id);
 		memset(&f, 0, sizeof(f));
 		if (s) {
 			ret = mf_store_folder_get(id, &f);
@@ -577,6 +580,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (kind != MF_INO_KIND_ROOT) {
+		mf_fs_hold(id);
 		ret = mf_store_folder_get(id, &f);
 		if (ret < 0) {
 			fuse_reply_err(req, -ret);
