@@ -374,6 +374,7 @@ def test_sighup_adds_and_removes_accounts(dovecot, mailfs, proxy, notify_socket)
     m.write_config()
     m.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: os.listdir(m.mnt) == ["two"], 20, msg="account one gone")
+    assert "account one: removed; its queued changes stay in the store" in m.log()
     assert not os.path.exists(one)
     assert "account one" not in status(m.mnt)
     assert count(two, "INBOX") == 1                # the other one never stopped
@@ -539,3 +540,72 @@ def test_offline_mount_serves_cache_queues_and_catches_up(dovecot, mailfs):
         wait_until(lambda: sum(1 for f in c.all_flags("INBOX").values()
                                if set(f) == {"\\Seen", "\\Flagged"}) == 1, 60, interval=0.5)
     wait_until(lambda: "queue: empty" in status(m.mnt), 60)
+
+
+# --------------------------------------------------------------------------
+# 8. logging: stderr with levels in the foreground, syslog when detached
+
+
+def test_foreground_log_levels_and_debug_areas(dovecot, mailfs):
+    dovecot.append("INBOX", msg(40), flags=("\\Seen",))
+    m = mailfs(dovecot, debug=False, extra_args=["-o", "debug=sync"])
+    wait_until(lambda: count(m.acct, "INBOX") == 1, SYNC_WAIT)
+    wait_until(lambda: "mailfs debug: test: synced INBOX" in m.log(), SYNC_WAIT)
+    log = m.log()
+    assert re.search(r"^\d\d:\d\d:\d\d\.\d{3} mailfs notice: mounted ", log, re.M), log
+    assert "mailfs info: test: connected, in sync" in log
+    assert " C: " not in log and "imap 127.0.0.1" not in log   # no imap area debug
+
+
+def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
+    """Without -f the daemon detaches and logs through syslog(3): run it in
+    a mount namespace whose /dev/log is a socket of the test's."""
+    unshare = shutil.which("unshare")
+    if not unshare or os.geteuid() != 0:
+        pytest.skip("needs unshare(1) and root")
+    dovecot.append("INBOX", msg(41), flags=("\\Seen",))
+    conf = _config(tmp_path, dovecot)
+    mnt = str(tmp_path / "mnt")
+    os.mkdir(mnt)
+    logsock = str(tmp_path / "log.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(logsock)
+    s.settimeout(0.2)
+    lines = []
+
+    def syslog_text():
+        while True:
+            try:
+                lines.append(s.recv(65536).decode("utf-8", "replace"))
+            except socket.timeout:
+                return "\n".join(lines)
+
+    script = ("mount -t tmpfs -o mode=755 mailfs-dev /dev && mknod -m 666 /dev/fuse c 10 229 && "
+              "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec %s -o config=%s,debug=sync "
+              "%s" % (logsock, mailfs_binary(), conf, mnt))
+    pid = None
+    try:
+        r = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script],
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        if "mknod" in r.stderr or "tmpfs" in r.stderr:
+            pytest.skip("cannot set up a private /dev here: %s" % r.stderr)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "" and r.stderr == ""          # detached, nothing on the terminal
+        text = wait_until(lambda: (lambda t: t if "mounted " in t else None)(syslog_text()), 30,
+                          msg="'mounted' through syslog")
+        # <PRI> is facility daemon (3) * 8 + level: notice 5, info 6, debug 7
+        m = re.search(r"<29>.*mailfs\[(\d+)\]: mounted ", text)
+        assert m, text
+        pid = int(m.group(1))
+        wait_until(lambda: re.search(r"<31>.*mailfs\[\d+\]: test: synced INBOX", syslog_text()),
+                   SYNC_WAIT, msg="a debug line of the sync area")
+        assert re.search(r"<30>.*mailfs\[\d+\]: test: connected, in sync", syslog_text())
+        assert " C: " not in syslog_text()                # no imap area debug
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not pid_alive(pid), 30, msg="the daemon exiting on SIGTERM")
+        pid = None
+        assert re.search(r"<29>.*mailfs\[\d+\]: unmounting ", syslog_text())
+    finally:
+        if pid and pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        s.close()
