@@ -26,7 +26,8 @@
 
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
-	"cache_dir", "state_dir", "fetch_timeout", "cache_max_size", NULL,
+	"cache_dir", "state_dir", "fetch_timeout", "cache_max_size",
+	"drain_timeout", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -900,6 +901,7 @@ int mf_config_parse(const char *name, const char *text,
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->path = xstrdup(name);
 	cfg->fetch_timeout = 30;
+	cfg->drain_timeout = 10;
 	for (unsigned int i = 0; i < n && ret == 0; i++) {
 		struct section *sec = &secs[i];
 
@@ -932,6 +934,10 @@ int mf_config_parse(const char *name, const char *text,
 			if (kv && ret == 0)
 				ret = parse_size(name, kv,
 						 &cfg->cache_max_size, error_r);
+			kv = find_kv(sec->kv, sec->kv_count, "drain_timeout");
+			if (kv && ret == 0)
+				ret = parse_uint(name, kv, 0, 3600,
+						 &cfg->drain_timeout, error_r);
 		} else if (strcmp(sec->name, "account") == 0) {
 			struct mf_account *a;
 

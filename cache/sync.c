@@ -350,7 +350,8 @@ static enum mf_status sync_folder_list(struct mf_engine *e,
 	return st;
 }
 
-static enum mf_status sync_all(struct mf_engine *e, bool probe)
+static enum mf_status sync_all(struct mf_engine *e, bool probe,
+			       bool first_listing)
 {
 	struct list_ctx lc = { NULL, 0 };
 	struct mf_folder *folders;
@@ -370,6 +371,11 @@ static enum mf_status sync_all(struct mf_engine *e, bool probe)
 		struct mf_remote_folder key = { .remote = folders[i].remote };
 		const struct mf_remote_folder *listed;
 		enum mf_status fst;
+
+		/* The first listing says how far it is (status and log). */
+		if (first_listing)
+			set_state(e, "first listing: folder %u of %u (%s)",
+				  i + 1, n, folders[i].path);
 
 		/* The listing said what the folder's cursor is now. */
 		listed = bsearch(&key, lc.folders, lc.n, sizeof(*lc.folders),
@@ -822,7 +828,15 @@ static void *engine_main(void *arg)
 			 * of 75 SELECTs). A replayed APPEND syncs its folder
 			 * itself before it looks for the upload.
 			 */
-			st = sync_all(e, true);
+			bool listing = first &&
+				       !mf_store_account_listed(e->acct->name);
+			int64_t t0 = mf_mono_ms();
+
+			st = sync_all(e, true, listing);
+			if (listing && st == MF_OK)
+				mf_notice("%s: first listing done in %lld ms",
+					  e->acct->name,
+					  (long long)(mf_mono_ms() - t0));
 			pthread_mutex_lock(&e->lock);
 			if (!e->first_sync_done) {
 				e->first_sync_done = true;
@@ -1344,6 +1358,7 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 {
 	struct mf_queue_stats qs;
 	struct held_ctx h = { out, e->acct->name, 0 };
+	struct mf_account_stats as;
 	int64_t last;
 	uint64_t prefetched;
 	unsigned int nfail;
@@ -1381,11 +1396,25 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 		free(qs.last_error);
 	}
 	mf_store_held_folders(e->acct->name, held_line, &h);
-	if (e->acct->prefetch != MF_PREFETCH_NONE)
-		mf_buf_printf(out, "  prefetch (%s): %llu bodies fetched\n",
-			      e->acct->prefetch == MF_PREFETCH_ALL ? "all"
-								   : "new",
-			      (unsigned long long)prefetched);
+	if (mf_store_account_stats(e->acct->name,
+				   e->acct->prefetch == MF_PREFETCH_NEW,
+				   &as) == 0) {
+		mf_buf_printf(out, "  cache: %llu of %llu bodies, %llu bytes"
+			      "\n", (unsigned long long)as.cached,
+			      (unsigned long long)as.messages,
+			      (unsigned long long)as.cached_bytes);
+		if (e->acct->prefetch != MF_PREFETCH_NONE)
+			mf_buf_printf(out, "  prefetch (%s): %llu of %llu "
+				      "bodies cached, %llu left; %llu "
+				      "fetched by this mount\n",
+				      e->acct->prefetch == MF_PREFETCH_ALL
+					      ? "all" : "new",
+				      (unsigned long long)(as.prefetch_total -
+							   as.prefetch_left),
+				      (unsigned long long)as.prefetch_total,
+				      (unsigned long long)as.prefetch_left,
+				      (unsigned long long)prefetched);
+	}
 	pthread_mutex_lock(&e->lock);
 	if (nfail) {
 		mf_buf_printf(out, "  failed for good: %u (the latest "
@@ -1493,14 +1522,11 @@ int mf_engine_start(const struct mf_config *cfg,
 	return 0;
 }
 
-void mf_engine_stop(struct mf_engine **ep)
+/* Stop the threads and close the sessions; the struct stays valid. */
+static void engine_halt(struct mf_engine *e)
 {
-	struct mf_engine *e = *ep;
 	struct mf_engine **pp;
 
-	if (!e)
-		return;
-	*ep = NULL;
 	pthread_mutex_lock(&registry_lock);
 	for (pp = &registry; *pp; pp = &(*pp)->next) {
 		if (*pp == e) {
@@ -1531,6 +1557,7 @@ void mf_engine_stop(struct mf_engine **ep)
 		for (unsigned int i = 0; i < e->nfetch; i++)
 			pthread_join(e->fetch_thread[i], NULL);
 	}
+	e->nthreads_started = 0;
 	if (e->main_be)
 		e->ops->destroy(e->main_be);
 	if (e->push_be)
@@ -1538,7 +1565,14 @@ void mf_engine_stop(struct mf_engine **ep)
 	for (unsigned int i = 0; i < e->nfetch; i++) {
 		if (e->fetch_be[i])
 			e->ops->destroy(e->fetch_be[i]);
+		e->fetch_be[i] = NULL;
 	}
+	e->main_be = NULL;
+	e->push_be = NULL;
+}
+
+static void engine_free(struct mf_engine *e)
+{
 	free(e->state);
 	for (unsigned int i = 0; i < FAILURES_KEPT; i++)
 		free(e->failures[i]);
@@ -1547,4 +1581,48 @@ void mf_engine_stop(struct mf_engine **ep)
 	pthread_cond_destroy(&e->fetch_cond);
 	pthread_cond_destroy(&e->push_cond);
 	free(e);
+}
+
+void mf_engine_stop(struct mf_engine **ep)
+{
+	struct mf_engine *e = *ep;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	engine_halt(e);
+	engine_free(e);
+}
+
+/* Engines stopped while the file system runs: freed at exit. */
+static struct mf_engine *retired;	/* protected by registry_lock */
+
+void mf_engine_retire(struct mf_engine **ep)
+{
+	struct mf_engine *e = *ep;
+
+	if (!e)
+		return;
+	*ep = NULL;
+	engine_halt(e);
+	pthread_mutex_lock(&registry_lock);
+	e->next = retired;
+	retired = e;
+	pthread_mutex_unlock(&registry_lock);
+}
+
+void mf_engine_free_retired(void)
+{
+	struct mf_engine *e;
+
+	pthread_mutex_lock(&registry_lock);
+	e = retired;
+	retired = NULL;
+	pthread_mutex_unlock(&registry_lock);
+	while (e) {
+		struct mf_engine *next = e->next;
+
+		engine_free(e);
+		e = next;
+	}
 }

@@ -7,6 +7,7 @@
 
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "mf_config.h"
 
@@ -27,16 +28,26 @@ void mf_fs_message_entry(const struct mf_message *m,
 /* Set before the session runs. */
 void mf_fs_init(const struct mf_fs_options *opts);
 void mf_fs_deinit(void);
+/* Swap in a re-read config (SIGHUP); the old one must stay allocated. */
+void mf_fs_set_config(const struct mf_config *cfg);
 
 /* The notifier: one thread issues every fuse_lowlevel_notify_* call. */
 void mf_notifier_start(struct fuse_session *se);
 void mf_notifier_stop(void);
 const struct mf_notify_ops *mf_notifier_ops(void);
 
+/*
+ * A request enters folder: if it is the root of an account mounted for
+ * the first time, wait for its first listing (bounded). fs/main.c.
+ */
+void mf_fs_hold(int64_t folder);
+
 /* The status socket (fs/status.c). */
 char *mf_status_socket_path(const char *mountpoint);
 int mf_status_start(const struct mf_config *cfg, const char *mountpoint);
 void mf_status_stop(void);
+/* The config in force after a SIGHUP (the old one stays allocated). */
+void mf_status_set_config(const struct mf_config *cfg);
 /* mount.mailfs --status / --accept: returns the exit code. */
 int mf_status_client(const char *mountpoint, const char *request);
 

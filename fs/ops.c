@@ -175,10 +175,26 @@ static bool folder_shows_subdir(const struct mf_folder *f, int sub)
 	       f->state != MF_FOLDER_VIRTUAL;
 }
 
+/*
+ * The config in force. SIGHUP swaps it (mf_fs_set_config); a replaced
+ * config stays allocated until exit, so a reader never sees it freed.
+ */
+static const struct mf_config *cfg_now(void)
+{
+	return __atomic_load_n(&fsopt.cfg, __ATOMIC_ACQUIRE);
+}
+
+void mf_fs_set_config(const struct mf_config *cfg)
+{
+	__atomic_store_n(&fsopt.cfg, cfg, __ATOMIC_RELEASE);
+}
+
 static bool account_configured(const char *name)
 {
-	for (unsigned int i = 0; i < fsopt.cfg->account_count; i++) {
-		if (strcmp(fsopt.cfg->accounts[i].name, name) == 0)
+	const struct mf_config *cfg = cfg_now();
+
+	for (unsigned int i = 0; i < cfg->account_count; i++) {
+		if (strcmp(cfg->accounts[i].name, name) == 0)
 			return true;
 	}
 	return false;
@@ -232,7 +248,7 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 	switch (mf_ino_decode(ino, &id, &sub)) {
 	case MF_INO_KIND_ROOT:
 		fill_dir(st, ino, 0, 0,
-			 2 + fsopt.cfg->account_count + mf_views_count());
+			 2 + cfg_now()->account_count + mf_views_count());
 		return 0;
 	case MF_INO_KIND_FOLDER:
 	case MF_INO_KIND_SUBDIR: {
@@ -332,8 +348,10 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 		if (!account_configured(name))
 			return -ENOENT;
 		ret = mf_store_folder_lookup(0, name, &f);
-		if (ret == 0)
+		if (ret == 0) {
+			mf_fs_hold(f.id);	/* a first listing */
 			*ino_r = mf_ino_folder(f.id, 0);
+		}
 		mf_folder_clear(&f);
 		return ret;
 	}
@@ -341,6 +359,7 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 		struct mf_folder f;
 		int s = sub_of_name(name);
 
+		mf_fs_hold(id);
 		memset(&f, 0, sizeof(f));
 		if (s) {
 			ret = mf_store_folder_get(id, &f);
@@ -596,6 +615,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (kind != MF_INO_KIND_ROOT) {
+		mf_fs_hold(id);
 		ret = mf_store_folder_get(id, &f);
 		if (ret < 0) {
 			fuse_reply_err(req, -ret);
@@ -965,7 +985,7 @@ static void *reaper_main(void *arg)
 				mf_warn("reading message %lld: no answer from "
 					"the server within %u s",
 					(long long)p->msg,
-					fsopt.cfg->fetch_timeout);
+					cfg_now()->fetch_timeout);
 				fuse_reply_err(p->req, EIO);
 			}
 			pthread_mutex_unlock(&p->lock);
@@ -1018,7 +1038,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	p->req = req;
 	p->fi = *fi;
 	p->msg = id;
-	p->deadline_ms = mf_mono_ms() + (int64_t)fsopt.cfg->fetch_timeout *
+	p->deadline_ms = mf_mono_ms() + (int64_t)cfg_now()->fetch_timeout *
 						1000;
 	p->refs = 2;	/* the reaper list and the fetch callback */
 	pthread_mutex_lock(&pending_lock);
@@ -1284,7 +1304,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
 
-	if (statvfs(fsopt.cfg->cache_dir, &sv) < 0) {
+	if (statvfs(cfg_now()->cache_dir, &sv) < 0) {
 		memset(&sv, 0, sizeof(sv));
 		sv.f_bsize = 4096;
 	}

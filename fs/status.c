@@ -40,24 +40,70 @@ static struct {
 	bool running;
 } st = { .fd = -1, .stop_pipe = { -1, -1 } };
 
-char *mf_status_socket_path(const char *mountpoint)
+/*
+ * Candidate directories of the socket, in order: $XDG_RUNTIME_DIR/mailfs,
+ * /run/user/UID/mailfs (mount(8) runs helpers without XDG_RUNTIME_DIR,
+ * while the user's shell has it), /tmp/mailfs-UID. NULL past the end.
+ */
+static char *socket_dir(int which)
+{
+	const char *run = getenv("XDG_RUNTIME_DIR");
+	char *dir;
+	struct stat sb;
+
+	switch (which) {
+	case 0:
+		if (run && run[0] == '/')
+			return xasprintf("%s/mailfs", run);
+		return xstrdup("");
+	case 1:
+		dir = xasprintf("/run/user/%u", (unsigned int)getuid());
+		if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode) &&
+		    sb.st_uid == getuid()) {
+			char *d = xasprintf("%s/mailfs", dir);
+
+			free(dir);
+			return d;
+		}
+		free(dir);
+		return xstrdup("");
+	case 2:
+		return xasprintf("/tmp/mailfs-%u", (unsigned int)getuid());
+	default:
+		return NULL;
+	}
+}
+
+static char *socket_path_in(const char *dir, const char *mountpoint)
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	char hex[2 * EVP_MAX_MD_SIZE + 1];
-	const char *run = getenv("XDG_RUNTIME_DIR");
-	char *dir, *path;
 
 	EVP_Digest(mountpoint, strlen(mountpoint), md, &mdlen, EVP_sha256(),
 		   NULL);
 	mf_hex(md, 8, hex);
-	if (run && run[0] == '/')
-		dir = xasprintf("%s/mailfs", run);
-	else
-		dir = xasprintf("/tmp/mailfs-%u", (unsigned int)getuid());
-	path = xasprintf("%s/%s.sock", dir, hex);
-	free(dir);
-	return path;
+	return xasprintf("%s/%s.sock", dir, hex);
+}
+
+char *mf_status_socket_path(const char *mountpoint)
+{
+	for (int i = 0;; i++) {
+		char *dir = socket_dir(i);
+
+		if (dir[0]) {
+			char *path = socket_path_in(dir, mountpoint);
+
+			free(dir);
+			return path;
+		}
+		free(dir);
+	}
+}
+
+void mf_status_set_config(const struct mf_config *cfg)
+{
+	__atomic_store_n(&st.cfg, cfg, __ATOMIC_RELEASE);
 }
 
 /* The body cache against cache_max_size, when there is a limit. */
@@ -76,23 +122,27 @@ static void status_cache(struct mf_buf *out)
 
 static void answer(int fd, const char *line)
 {
+	const struct mf_config *cfg = __atomic_load_n(&st.cfg,
+						      __ATOMIC_ACQUIRE);
 	struct mf_buf out;
 
 	mf_buf_init(&out);
 	if (strcmp(line, "status") == 0) {
-		mf_buf_printf(&out, "mailfs %s on %s (pid %d)\n",
-			      MAILFS_VERSION, st.mountpoint, (int)getpid());
+		mf_buf_printf(&out, "mailfs %s on %s (pid %d), %u account%s"
+			      "\n", MAILFS_VERSION, st.mountpoint,
+			      (int)getpid(), cfg->account_count,
+			      cfg->account_count == 1 ? "" : "s");
 		status_cache(&out);
-		for (unsigned int i = 0; i < st.cfg->account_count; i++) {
+		for (unsigned int i = 0; i < cfg->account_count; i++) {
 			struct mf_engine *e =
-				mf_engine_find(st.cfg->accounts[i].name);
+				mf_engine_find(cfg->accounts[i].name);
 
 			if (e)
 				mf_engine_status(e, &out);
 			else
 				mf_buf_printf(&out, "account %s: not running "
 					      "(see the log)\n",
-					      st.cfg->accounts[i].name);
+					      cfg->accounts[i].name);
 		}
 	} else if (strncmp(line, "accept ", 7) == 0) {
 		const char *acct = line + 7;
@@ -176,7 +226,7 @@ int mf_status_start(const struct mf_config *cfg, const char *mountpoint)
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	char *dir;
 
-	st.cfg = cfg;
+	mf_status_set_config(cfg);
 	st.mountpoint = xstrdup(mountpoint);
 	st.path = mf_status_socket_path(mountpoint);
 	if (strlen(st.path) >= sizeof(sa.sun_path)) {
@@ -229,33 +279,96 @@ void mf_status_stop(void)
 	st.mountpoint = NULL;
 }
 
+/* Connect to the daemon of mountpoint, trying each socket directory. */
+static int client_connect(const char *mountpoint, char **tried_r)
+{
+	struct mf_buf tried;
+	char *dir;
+	int fd = -1;
+
+	mf_buf_init(&tried);
+	for (int i = 0; fd < 0 && (dir = socket_dir(i)) != NULL; i++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		char *path;
+
+		if (!dir[0]) {
+			free(dir);
+			continue;
+		}
+		path = socket_path_in(dir, mountpoint);
+		free(dir);
+		if (strlen(path) < sizeof(sa.sun_path)) {
+			memcpy(sa.sun_path, path, strlen(path) + 1);
+			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+			if (fd >= 0 && connect(fd, (struct sockaddr *)&sa,
+					       sizeof(sa)) < 0) {
+				mf_buf_printf(&tried, "%s%s: %s",
+					      tried.len ? ", " : "", path,
+					      strerror(errno));
+				close(fd);
+				fd = -1;
+			}
+		}
+		free(path);
+	}
+	*tried_r = mf_buf_steal(&tried);
+	return fd;
+}
+
+/*
+ * The absolute path of a mount point without a stat() of the mount point
+ * itself: that would wait for the daemon, which holds requests during a
+ * first listing (and the status is how to see its progress).
+ */
+static char *mountpoint_path(const char *mountpoint)
+{
+	char *copy = xstrdup(mountpoint), *slash, *dir, *base, *real = NULL;
+	size_t n = strlen(copy);
+
+	while (n > 1 && copy[n - 1] == '/')
+		copy[--n] = '\0';
+	slash = strrchr(copy, '/');
+	if (slash) {
+		*slash = '\0';
+		dir = slash == copy ? "/" : copy;
+		base = slash + 1;
+	} else {
+		dir = ".";
+		base = copy;
+	}
+	if (strcmp(base, ".") != 0 && strcmp(base, "..") != 0 && base[0]) {
+		char *rdir = realpath(dir, NULL);
+
+		if (rdir) {
+			real = xasprintf("%s%s%s", rdir,
+					 strcmp(rdir, "/") == 0 ? "" : "/",
+					 base);
+			free(rdir);
+		}
+	} else {
+		real = realpath(mountpoint, NULL);
+	}
+	free(copy);
+	return real;
+}
+
 int mf_status_client(const char *mountpoint, const char *request)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char *real = realpath(mountpoint, NULL);
-	char *path = mf_status_socket_path(real ? real : mountpoint);
+	char *real = mountpoint_path(mountpoint);
+	char *tried = NULL;
 	char buf[4096];
 	int fd, ret = 0;
 	ssize_t n;
 
+	fd = client_connect(real ? real : mountpoint, &tried);
 	free(real);
-	if (strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "mount.mailfs: socket path too long: %s\n",
-			path);
-		free(path);
+	if (fd < 0) {
+		fprintf(stderr, "mount.mailfs: no mailfs is serving %s (%s)\n",
+			mountpoint, tried ? tried : "");
+		free(tried);
 		return 1;
 	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		fprintf(stderr, "mount.mailfs: no mailfs is serving %s (%s: "
-			"%s)\n", mountpoint, path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		free(path);
-		return 1;
-	}
-	free(path);
+	free(tried);
 	if (mf_write_all(fd, request, strlen(request)) < 0 ||
 	    mf_write_all(fd, "\n", 1) < 0) {
 		close(fd);

@@ -107,6 +107,8 @@ struct mf_config {
 	uint64_t cache_max_size;	/* bytes of bodies in cache_dir; 0 =
 					   no limit (least recently used
 					   bodies are evicted above it) */
+	unsigned int drain_timeout;	/* seconds to spend at unmount on
+					   queued changes (0: none) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
 	struct mf_view *views;		/* owned array */

@@ -26,6 +26,14 @@ int mf_engine_start(const struct mf_config *cfg,
 		    char **error_r);
 /* Stop the threads and free. Queued work stays in the store. */
 void mf_engine_stop(struct mf_engine **e);
+/*
+ * Stop the threads while the file system runs (SIGHUP removed or changed
+ * the account): a request that found the engine a moment ago may still
+ * use it, so the memory stays (a stopped engine answers fetches with
+ * EIO) until mf_engine_free_retired() at exit.
+ */
+void mf_engine_retire(struct mf_engine **e);
+void mf_engine_free_retired(void);
 
 /* The engine of an account (started engines register themselves). */
 struct mf_engine *mf_engine_find(const char *account);

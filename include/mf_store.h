@@ -248,6 +248,18 @@ int mf_store_queue_stats(const char *account, struct mf_queue_stats *st);
 typedef void mf_held_cb(void *ctx, const char *path, const char *why);
 int mf_store_held_folders(const char *account, mf_held_cb *cb, void *ctx);
 
+/* What of an account's mail is cached (mount.mailfs --status). */
+struct mf_account_stats {
+	uint64_t messages;	/* on the server and shown */
+	uint64_t cached;	/* of those, bodies in the cache */
+	uint64_t cached_bytes;	/* their size */
+	uint64_t prefetch_total;	/* bodies prefetch wants (all, or the
+					   unseen with unseen_only) */
+	uint64_t prefetch_left;	/* of those, not cached yet */
+};
+int mf_store_account_stats(const char *account, bool unseen_only,
+			   struct mf_account_stats *st);
+
 /*
  * Accept the removal held back in folder (path below the account): the
  * next complete listing of it applies as the server says. -ENOENT if no
