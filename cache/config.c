@@ -488,7 +488,26 @@ static int load_account(const char *file, struct section *sec,
 					     a->name);
 			return -EINVAL;
 		}
-		if (!a->password && !a->password_command) {
+		kv = find_kv(a->kv, a->kv_count, "auth");
+		if (kv && strcasecmp(kv->value, "xoauth2") != 0 &&
+		    strcasecmp(kv->value, "oauthbearer") != 0 &&
+		    strcasecmp(kv->value, "password") != 0) {
+			*error_r = xasprintf("%s:%d: auth must be password, "
+					     "xoauth2 or oauthbearer (not "
+					     "\"%s\")", file, kv->line,
+					     kv->value);
+			return -EINVAL;
+		}
+		bool oauth = kv && strcasecmp(kv->value, "password") != 0;
+
+		if (oauth && !find_kv(a->kv, a->kv_count, "oauth")) {
+			*error_r = xasprintf("%s:%d: [account %s] auth = %s "
+					     "needs \"oauth\" (microsoft, "
+					     "google or generic)", file,
+					     sec->line, a->name, kv->value);
+			return -EINVAL;
+		}
+		if (!oauth && !a->password && !a->password_command) {
 			*error_r = xasprintf("%s:%d: [account %s] needs "
 					     "\"password_command\" or "
 					     "\"password\"", file, sec->line,
