@@ -332,7 +332,8 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	curl_slist_free_all(hdrs);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld (%s)", req->method,
-		 req->url, resp->status, curl_easy_strerror(rc));
+		 req->url, resp->status,
+		 rc == CURLE_OK ? "ok" : curl_easy_strerror(rc));
 
 	if (rc == CURLE_OK)
 		return MF_OK;

@@ -118,10 +118,15 @@ class FakeOAuth:
     introspect_url = property(lambda self: self.base + "/introspect")
 
     # -- test controls and observations
-    def revoke_all(self):
+    def revoke_all(self, access=False):
+        """Refresh tokens answer invalid_grant from now on; with access=True
+        the access tokens issued so far also stop passing introspection."""
         with self.lock:
             for r in self.refresh.values():
                 r["valid"] = False
+            if access:
+                for a in self.access.values():
+                    a["expires"] = 0
 
     def secrets(self):
         with self.lock:
