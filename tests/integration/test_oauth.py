@@ -193,8 +193,9 @@ def test_login_pkce_loopback_state_and_store(tmp_path, fake, env):
     r = auth(config, "status", "a")
     assert r.returncode == 0 and "a: signed in with generic" in r.stdout, r.stdout
     # token: a fresh access token from the stored refresh token
-    r = auth(config, "token", "a")
+    r = auth(config, "-d", "token", "a")
     assert r.returncode == 0, r.stderr
+    assert "http: POST %s -> 200" % fake.token_url in r.stderr   # debug on
     tok = r.stdout.strip()
     assert tok in fake.access and fake.grant_types()[-1] == "refresh_token"
     assert_no_secrets(fake, [out, err, r.stderr], [state, os.path.dirname(env["key"])])
@@ -384,16 +385,25 @@ def oauth_mount(tmp_path, fake, dovecot, mailfs, mech="xoauth2", proxy=None):
     return m
 
 
+def greeting(d):
+    """The pre-login greeting (with its CAPABILITY code)."""
+    with socket.create_connection((d.host, d.port), timeout=10) as s:
+        return s.recv(4096).decode()
+
+
 def status(m):
     return subprocess.run([mailfs_binary(), "--status", m.mnt], capture_output=True,
                           text=True, timeout=20).stdout
 
 
 @mount_skip
+@pytest.mark.parametrize("sasl_ir", [True, False], ids=["sasl-ir", "no-sasl-ir"])
 @pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
-def test_imap_sasl_against_dovecot(tmp_path, fake, env, dovecot_factory, mailfs, mech):
+def test_imap_sasl_against_dovecot(tmp_path, fake, env, dovecot_factory, mailfs, mech, sasl_ir):
     need_auth_binary()
-    d = dovecot_factory(oauth2_introspection_url=fake.introspect_url)
+    d = dovecot_factory(oauth2_introspection_url=fake.introspect_url,
+                        drop_capabilities=() if sasl_ir else ("SASL-IR",))
+    assert ("SASL-IR" in greeting(d)) == sasl_ir
     d.append("INBOX", msg(1), flags=("\\Seen",))
     m = oauth_mount(tmp_path, fake, d, mailfs, mech)
     wait_until(lambda: count(m.acct, "INBOX") == 1, 30, msg="INBOX over " + mech)
@@ -407,17 +417,26 @@ def test_imap_sasl_against_dovecot(tmp_path, fake, env, dovecot_factory, mailfs,
 
 
 @mount_skip
-def test_imap_refused_token_is_an_auth_failure(tmp_path, fake, env, dovecot_factory, mailfs):
+@pytest.mark.parametrize("sasl_ir", [True, False], ids=["sasl-ir", "no-sasl-ir"])
+@pytest.mark.parametrize("mech", ["xoauth2", "oauthbearer"])
+def test_imap_refused_token_is_an_auth_failure(tmp_path, fake, env, dovecot_factory, mailfs,
+                                               mech, sasl_ir):
     """Dovecot answers a bad token with an error challenge; the client
-    answers it and reports the NO as a sign-in problem."""
+    answers it and reports the NO as a sign-in problem (not a protocol
+    error), and asks for a new token next time."""
     need_auth_binary()
     fake.require_scope = "imap-only-scope"       # our tokens lack it
-    d = dovecot_factory(oauth2_introspection_url=fake.introspect_url)
-    m = oauth_mount(tmp_path, fake, d, mailfs)
-    m.expect_log(r"(AUTHENTICATE XOAUTH2|authentication failed|cannot list folders)")
-    wait_until(lambda: "AUTHENTICATE XOAUTH2" in status(m), 30,
-               msg="the refusal in --status")
+    d = dovecot_factory(oauth2_introspection_url=fake.introspect_url,
+                        drop_capabilities=() if sasl_ir else ("SASL-IR",))
+    m = oauth_mount(tmp_path, fake, d, mailfs, mech)
+    m.expect_log(r"(AUTHENTICATE|authentication failed|cannot list folders|failed)")
+    want = "AUTHENTICATE %s to 127.0.0.1 as test failed" % mech.upper()
+    wait_until(lambda: want in status(m), 30, msg="the refusal in --status")
+    assert "unexpected continuation" not in m.log()
     assert "wrong-scope" in [v for _, v in fake.introspections]
+    # a refused token is not used again: the retry refreshes first
+    wait_until(lambda: fake.grant_types().count("refresh_token") >= 2, 60,
+               msg="a new token after the refusal")
 
 
 @mount_skip
@@ -442,6 +461,9 @@ def test_daemon_refreshes_ahead_of_expiry(tmp_path, fake, env, dovecot_factory, 
     verdicts = [v for _, v in fake.introspections]
     assert "expired" not in verdicts and "unknown" not in verdicts, verdicts
     assert len(verdicts) >= 3
+    log = m.log()
+    assert "renewing ahead" in log and "failed: AUTHENTICATE" not in log
+    assert "AUTHENTICATE XOAUTH2 to" not in log           # never refused
 
 
 @mount_skip
