@@ -303,7 +303,7 @@ static int save_tokens(const struct mf_oauth_cfg *oc,
 {
 	struct mf_token_record rec = { 0 };
 	char *err = NULL;
-	int ret;
+	int ret, lockfd;
 
 	if (!t->refresh_token) {
 		fprintf(stderr, "%s: the provider issued no refresh token, so "
@@ -317,7 +317,11 @@ static int save_tokens(const struct mf_oauth_cfg *oc,
 	rec.refresh_token = t->refresh_token;
 	rec.scope = t->scope ? t->scope : (char *)scope;
 	rec.saved = (int64_t)time(NULL);
-	ret = mf_tokenstore_save(oc->account, &rec, &err);
+	/* under the account's lock, so a daemon refreshing right now does
+	   not write its older token chain over this one */
+	lockfd = mf_tokenstore_lock(oc->account, &err);
+	ret = lockfd < 0 ? lockfd : mf_tokenstore_save(oc->account, &rec, &err);
+	mf_tokenstore_unlock(lockfd);
 	if (ret < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		free(err);
@@ -698,6 +702,7 @@ static int cmd_logout(const struct mf_config *cfg, int argc, char **argv)
 {
 	const struct mf_account *a;
 	char *err = NULL;
+	int lockfd;
 
 	if (argc != 2) {
 		usage(stderr);
@@ -706,11 +711,14 @@ static int cmd_logout(const struct mf_config *cfg, int argc, char **argv)
 	a = find_account(cfg, argv[1]);
 	if (!a)
 		return 1;
-	if (mf_tokenstore_remove(a->name, &err) < 0) {
+	lockfd = mf_tokenstore_lock(a->name, &err);
+	if (lockfd < 0 || mf_tokenstore_remove(a->name, &err) < 0) {
 		fprintf(stderr, "%s: %s\n", prog, err);
 		free(err);
+		mf_tokenstore_unlock(lockfd);
 		return 1;
 	}
+	mf_tokenstore_unlock(lockfd);
 	printf("%s: the stored sign-in is gone. To revoke it at the "
 	       "provider too, remove mailfs's access in your account's "
 	       "security settings.\n", a->name);

@@ -206,6 +206,31 @@ def test_login_pkce_loopback_state_and_store(tmp_path, fake, env):
     assert r.returncode == 1 and "run `mailfs-auth login a`" in r.stderr
 
 
+def test_login_opens_the_browser_when_there_is_one(tmp_path, fake, env, monkeypatch):
+    """With a display, login runs xdg-open URL; here a stand-in that
+    records its argv and environment and then does what a browser does."""
+    need_auth_binary()
+    config, _ = make_config(tmp_path, fake)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    seen = tmp_path / "xdg-open.seen"
+    script = bindir / "xdg-open"
+    script.write_text("#!/usr/bin/python3\n"
+                      "import os, sys, urllib.request\n"
+                      "open(%r, 'w').write(repr((sys.argv, dict(os.environ))))\n"
+                      "urllib.request.urlopen(sys.argv[1], timeout=30).read()\n" % str(seen))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (bindir, os.environ["PATH"]))
+    monkeypatch.setenv("DISPLAY", ":99")
+    r = subprocess.run([auth_binary(), "-c", config, "login", "a"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert "Opening it in your browser" in r.stdout and "ssh -L" not in r.stdout
+    argv_env = seen.read_text()
+    assert fake.auth_url in argv_env
+    assert_no_secrets(fake, [argv_env, r.stdout, r.stderr])
+
+
 def test_login_fixed_port_and_denied(tmp_path, fake, env):
     need_auth_binary()
     config, _ = make_config(tmp_path, fake)

@@ -127,7 +127,13 @@ static void test_scopes(void **state)
 						   &err), 0);
 	s = mf_oauth_login_scope(&oc);
 	assert_string_equal(s, "https://www.googleapis.com/auth/gmail.modify");
-	assert_non_null(mf_oauth_device_refusal(&oc, s));
+	{
+		char *why = mf_oauth_device_refusal(&oc, s);
+
+		assert_non_null(why);
+		assert_non_null(strstr(why, "ssh -L"));
+		free(why);
+	}
 	free(s);
 	mf_oauth_cfg_clear(&oc);
 	mf_config_free(&cfg);
