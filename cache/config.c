@@ -22,7 +22,7 @@
 
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
-	"cache_dir", "state_dir", "fetch_timeout", NULL,
+	"cache_dir", "state_dir", "fetch_timeout", "token_key_command", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -568,6 +568,7 @@ void mf_config_free(struct mf_config **cfgp)
 	free(cfg->path);
 	free(cfg->cache_dir);
 	free(cfg->state_dir);
+	free(cfg->token_key_command);
 	free(cfg);
 	*cfgp = NULL;
 }
@@ -629,6 +630,12 @@ int mf_config_parse(const char *name, const char *text,
 			if (kv) {
 				free(cfg->state_dir);
 				cfg->state_dir = mf_expand_home(kv->value);
+			}
+			kv = find_kv(sec->kv, sec->kv_count,
+				     "token_key_command");
+			if (kv && kv->value[0]) {
+				free(cfg->token_key_command);
+				cfg->token_key_command = xstrdup(kv->value);
 			}
 			kv = find_kv(sec->kv, sec->kv_count, "fetch_timeout");
 			if (kv)

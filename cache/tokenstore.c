@@ -30,6 +30,7 @@
 static pthread_mutex_t cfg_lock = PTHREAD_MUTEX_INITIALIZER;
 static char *store_dir;
 static char *key_path;
+static char *key_command;
 
 static char *xdg(const char *env, const char *fallback, const char *sub)
 {
@@ -44,11 +45,14 @@ static char *xdg(const char *env, const char *fallback, const char *sub)
 	return r;
 }
 
-void mf_tokenstore_configure(const char *state_dir, const char *key_file)
+void mf_tokenstore_configure(const char *state_dir, const char *key_file,
+			     const char *key_cmd)
 {
 	pthread_mutex_lock(&cfg_lock);
 	free(store_dir);
 	free(key_path);
+	free(key_command);
+	key_command = key_cmd && *key_cmd ? xstrdup(key_cmd) : NULL;
 	if (state_dir) {
 		store_dir = xasprintf("%s/oauth", state_dir);
 	} else {
@@ -69,7 +73,7 @@ static void ensure_configured(void)
 	need = store_dir == NULL;
 	pthread_mutex_unlock(&cfg_lock);
 	if (need)
-		mf_tokenstore_configure(NULL, NULL);
+		mf_tokenstore_configure(NULL, NULL, NULL);
 }
 
 const char *mf_tokenstore_dir(void)
@@ -81,7 +85,7 @@ const char *mf_tokenstore_dir(void)
 const char *mf_tokenstore_key_file(void)
 {
 	ensure_configured();
-	return key_path;
+	return key_command ? "(token_key_command)" : key_path;
 }
 
 void mf_token_record_clear(struct mf_token_record *rec)
@@ -285,14 +289,48 @@ static int check_mode(const char *what, const char *path, mode_t mode,
 	return 0;
 }
 
+/* The key from token_key_command: one line of base64. */
+static int command_key(unsigned char key[KEY_LEN], char **error_r)
+{
+	unsigned char raw[64];
+	char *out = NULL, *err = NULL;
+	size_t len;
+	int n, ret = 0;
+
+	if (mf_run_command_line(key_command, &out, &err) < 0) {
+		*error_r = xasprintf("token_key_command failed: %s", err);
+		free(err);
+		return -EIO;
+	}
+	len = strlen(out);
+	n = len == 44 ? EVP_DecodeBlock(raw, (unsigned char *)out, (int)len)
+		      : -1;
+	/* 44 base64 characters with one "=" are 32 bytes */
+	if (n != 33 || out[43] != '=' || out[42] == '=') {
+		*error_r = xstrdup("token_key_command must print a 32-byte key "
+				   "in base64 (44 characters); make one with: "
+				   "head -c 32 /dev/urandom | base64");
+		ret = -EINVAL;
+	} else {
+		memcpy(key, raw, KEY_LEN);
+	}
+	explicit_bzero(raw, sizeof(raw));
+	explicit_bzero(out, len);
+	free(out);
+	return ret;
+}
+
 static int read_key(unsigned char key[KEY_LEN], char **error_r)
 {
 	const char *path = mf_tokenstore_key_file();
 	unsigned char *data;
 	size_t len;
 	mode_t mode;
-	int ret = read_small(path, &data, &len, &mode);
+	int ret;
 
+	if (key_command)
+		return command_key(key, error_r);
+	ret = read_small(path, &data, &len, &mode);
 	if (ret < 0) {
 		if (ret == -ENOENT)
 			*error_r = xasprintf("the token key %s is missing, so "
@@ -345,7 +383,7 @@ static int get_or_make_key(unsigned char key[KEY_LEN], char **error_r)
 	struct stat st;
 	int ret;
 
-	if (lstat(path, &st) == 0 || errno != ENOENT)
+	if (key_command || lstat(path, &st) == 0 || errno != ENOENT)
 		return read_key(key, error_r);
 	if (store_has_records()) {
 		/* A new key would orphan the existing records silently. */

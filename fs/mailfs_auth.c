@@ -200,19 +200,26 @@ static void open_browser(const char *url)
 
 	if (!getenv("DISPLAY") && !getenv("WAYLAND_DISPLAY"))
 		return;
+	/* Twice forked: xdg-open may stay with the browser, and its parent
+	   exits at once, so nothing is left to reap. */
 	pid = fork();
 	if (pid == 0) {
-		int nul = open("/dev/null", O_RDWR);
+		if (fork() == 0) {
+			int nul = open("/dev/null", O_RDWR);
 
-		if (nul >= 0) {
-			dup2(nul, 0);
-			dup2(nul, 1);
-			dup2(nul, 2);
+			if (nul >= 0) {
+				dup2(nul, 0);
+				dup2(nul, 1);
+				dup2(nul, 2);
+			}
+			execlp("xdg-open", "xdg-open", url, (char *)NULL);
+			_exit(127);
 		}
-		execlp("xdg-open", "xdg-open", url, (char *)NULL);
-		_exit(127);
+		_exit(0);
 	}
-	/* not waited for: xdg-open may stay with the browser */
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
 }
 
 /*
@@ -734,7 +741,6 @@ int main(int argc, char **argv)
 	int i = 1, ret;
 
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGCHLD, SIG_IGN);	/* xdg-open is not waited for */
 	while (i < argc && argv[i][0] == '-') {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc) {
 			config = argv[i + 1];
@@ -765,7 +771,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	free(path);
-	mf_tokenstore_configure(cfg->state_dir, NULL);
+	mf_tokenstore_configure(cfg->state_dir, NULL, cfg->token_key_command);
 
 	argc -= i;
 	argv += i;

@@ -178,7 +178,8 @@ int main(int argc, char *argv[])
 		goto out;
 	}
 	/* OAuth refresh tokens: STATE_DIR/oauth, key in the config dir */
-	mf_tokenstore_configure(cfg->state_dir, NULL);
+	mf_tokenstore_configure(cfg->state_dir, NULL,
+				cfg->token_key_command);
 	lockfd = lock_state_dir(cfg->state_dir);
 	if (mf_store_open(cfg->state_dir, &err) < 0 ||
 	    mf_blob_init(cfg->cache_dir, &err) < 0) {

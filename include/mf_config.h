@@ -74,6 +74,8 @@ struct mf_config {
 	char *state_dir;	/* owned, expanded */
 	unsigned int fetch_timeout;	/* seconds before an uncached read
 					   fails with EIO */
+	char *token_key_command;	/* owned or NULL: prints the OAuth
+					   token store's key (base64) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
 };

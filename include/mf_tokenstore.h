@@ -9,6 +9,7 @@
  *   STATE_DIR/oauth/ACCOUNT.lock      flock()ed around read-refresh-write
  *   KEY_FILE                    0600  32 random bytes, by default
  *                               $XDG_CONFIG_HOME/mailfs/token.key
+ *                               (or the output of token_key_command)
  *
  * The payload is encrypted with AES-256-GCM; the additional data is the
  * magic and the account name, so a file copied to another account's name
@@ -41,10 +42,14 @@ void mf_token_record_clear(struct mf_token_record *rec);
 /*
  * Where the store lives. state_dir: the config's state_dir (NULL: the XDG
  * default). key_file: NULL for $XDG_CONFIG_HOME/mailfs/token.key (or
- * ~/.config/mailfs/token.key). Call before the other functions; safe to
- * call again (tests).
+ * ~/.config/mailfs/token.key). key_command: NULL, or a command whose first
+ * output line is the key in base64 (44 characters), e.g. secret-tool
+ * lookup for the desktop's Secret Service, or pass; then no key file is
+ * used or made. Call before the other functions; safe to call again
+ * (tests).
  */
-void mf_tokenstore_configure(const char *state_dir, const char *key_file);
+void mf_tokenstore_configure(const char *state_dir, const char *key_file,
+			     const char *key_command);
 
 /* The paths in use (for messages and `mailfs-auth status`). Static. */
 const char *mf_tokenstore_dir(void);

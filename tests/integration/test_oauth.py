@@ -57,15 +57,16 @@ def acct_opts(fake, provider="generic", **extra):
     return o
 
 
-def make_config(tmp_path, fake, name="a", type_="imap", **extra):
+def make_config(tmp_path, fake, name="a", type_="imap", general=None, **extra):
     state = str(tmp_path / "state")
     acct = {"type": type_, "user": "test"}
     if type_ == "imap":
         acct.update(host="127.0.0.1", auth="xoauth2")
     acct.update(acct_opts(fake, **extra))
     path = str(tmp_path / "mailfs.conf")
-    write_config(path, {"state_dir": state, "cache_dir": str(tmp_path / "cache")},
-                 {name: acct})
+    gen = {"state_dir": state, "cache_dir": str(tmp_path / "cache")}
+    gen.update(general or {})
+    write_config(path, gen, {name: acct})
     return path, state
 
 
@@ -384,6 +385,25 @@ def test_store_failures_are_clear(tmp_path, fake, env):
     os.chmod(os.path.join(state, "oauth"), 0o700)
     r = auth(config, "token", "a")
     assert r.returncode == 0, r.stderr
+
+
+def test_key_from_a_command(tmp_path, fake, env):
+    """token_key_command (secret-tool lookup, pass, ...) instead of a key
+    file: no key file is made, and the store opens only with that key."""
+    need_auth_binary()
+    keyfile = tmp_path / "k.b64"
+    keyfile.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    config, state = make_config(tmp_path, fake,
+                                general={"token_key_command": "cat %s" % keyfile})
+    login(config)
+    assert not os.path.exists(env["key"])
+    r = auth(config, "token", "a")
+    assert r.returncode == 0, r.stderr
+    r = auth(config, "status", "a")
+    assert "key file:    (token_key_command)" in r.stdout
+    keyfile.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    r = auth(config, "token", "a")
+    assert r.returncode == 1 and "cannot decrypt" in r.stderr
 
 
 # --------------------------------------------------------------------------

@@ -191,7 +191,7 @@ static void test_token_source_not_signed_in(void **state)
 
 	(void)state;
 	key = xasprintf("%s/key", dir);
-	mf_tokenstore_configure(dir, key);
+	mf_tokenstore_configure(dir, key, NULL);
 	cfg = cfg_of("type = graph\noauth = generic\nclient_id = c\n"
 		     "auth_url = http://127.0.0.1:9/a\n"
 		     "token_url = http://127.0.0.1:9/t\n");

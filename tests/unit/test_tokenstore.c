@@ -30,7 +30,7 @@ static int setup(void **state)
 	tmpdir = xstrdup(mkdtemp(tmpl));
 	st = xasprintf("%s/state", tmpdir);
 	key = xasprintf("%s/config/mailfs/token.key", tmpdir);
-	mf_tokenstore_configure(st, key);
+	mf_tokenstore_configure(st, key, NULL);
 	free(st);
 	free(key);
 	return 0;
@@ -199,12 +199,56 @@ static void test_save_load_files(void **state)
 	free(path);
 }
 
+static void test_key_command(void **state)
+{
+	struct mf_token_record rec = { 0 }, got;
+	char *err = NULL, *st, *raw, *cmd;
+	FILE *f;
+
+	(void)state;
+	st = xasprintf("%s/state-cmd", tmpdir);
+	raw = xasprintf("%s/raw.key", tmpdir);
+	f = fopen(raw, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite("0123456789abcdef0123456789abcdef", 1, 32, f),
+			 32);
+	fclose(f);
+	cmd = xasprintf("base64 -w0 '%s'", raw);
+	mf_tokenstore_configure(st, NULL, cmd);
+	rec.refresh_token = "rt-cmd";
+	assert_int_equal(mf_tokenstore_save("c", &rec, &err), 0);
+	assert_int_equal(mf_tokenstore_load("c", &got, &err), 0);
+	assert_string_equal(got.refresh_token, "rt-cmd");
+	mf_token_record_clear(&got);
+	assert_string_equal(mf_tokenstore_key_file(), "(token_key_command)");
+	free(cmd);
+
+	/* a command printing something else, or failing: errors */
+	mf_tokenstore_configure(st, NULL, "echo c2hvcnQ=");
+	assert_true(mf_tokenstore_load("c", &got, &err) < 0);
+	assert_non_null(strstr(err, "44 characters"));
+	free(err);
+	err = NULL;
+	mf_tokenstore_configure(st, NULL, "exit 4");
+	assert_true(mf_tokenstore_save("c", &rec, &err) < 0);
+	assert_non_null(strstr(err, "token_key_command failed"));
+	free(err);
+	err = NULL;
+	/* another key: the record does not open */
+	mf_tokenstore_configure(st, NULL, "head -c 32 /dev/zero | base64");
+	assert_int_equal(mf_tokenstore_load("c", &got, &err), -EBADMSG);
+	free(err);
+	free(raw);
+	free(st);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seal_roundtrip_and_binding),
 		cmocka_unit_test(test_nonce_differs),
 		cmocka_unit_test(test_save_load_files),
+		cmocka_unit_test(test_key_command),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
