@@ -8,8 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <openssl/evp.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +212,147 @@ static void test_token_source_not_signed_in(void **state)
 	free(cmd);
 }
 
+/* A one-thread HTTP server answering a script; it keeps each request. */
+struct script {
+	int lsock;
+	const char *const *answers;
+	int served;
+	char reqs[8][2048];
+};
+
+static void *serve(void *arg)
+{
+	struct script *s = arg;
+
+	for (const char *const *a = s->answers; *a && s->served < 8; a++) {
+		int c = accept(s->lsock, NULL, NULL);
+		char *req = s->reqs[s->served];
+		size_t len = 0, want = 0;
+		ssize_t n;
+
+		if (c < 0)
+			break;
+		while (len < 2047 && (n = read(c, req + len, 2047 - len)) > 0) {
+			char *end;
+
+			len += (size_t)n;
+			req[len] = '\0';
+			end = strstr(req, "\r\n\r\n");
+			if (end && !want) {
+				const char *cl = strcasestr(req,
+							    "Content-Length: ");
+
+				want = (size_t)(end + 4 - req) +
+				       (cl ? strtoul(cl + 16, NULL, 10) : 0);
+			}
+			if (want && len >= want)
+				break;
+		}
+		if (write(c, *a, strlen(*a)) < 0)
+			break;
+		s->served++;
+		close(c);
+	}
+	return NULL;
+}
+
+static char *reply(const char *json)
+{
+	return xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/json"
+			 "\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n"
+			 "%s", strlen(json), json);
+}
+
+/*
+ * The Bearer path of the REST backends: mf_http_call takes the access
+ * token from the store's refresh token, renews it before it expires (not
+ * after a 401), and saves the rotated refresh token.
+ */
+static void test_bearer_renewed_ahead(void **state)
+{
+	char *answers[5];
+	struct script s = { .answers = (const char *const *)answers };
+	struct sockaddr_in sin = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sin);
+	pthread_t th;
+	char tmpl[] = "/tmp/mf-oauth-bearer-XXXXXX";
+	char *dir = mkdtemp(tmpl), *key, *keys, *url, *err = NULL, *cmd;
+	struct mf_config *cfg;
+	struct mf_token_record rec = { 0 }, got;
+	struct mf_http_opts opts = { .timeout = 5 };
+	struct mf_http *h;
+	struct mf_http_resp resp;
+	struct mf_http_policy pol = { 0 };
+
+	(void)state;
+	/* expires_in 1: inside the renewal margin at once */
+	answers[0] = reply("{\"access_token\":\"at-one\",\"expires_in\":1,"
+			   "\"refresh_token\":\"rt-two\"}");
+	answers[1] = reply("{\"value\":1}");
+	answers[2] = reply("{\"access_token\":\"at-two\","
+			   "\"expires_in\":3600}");
+	answers[3] = reply("{\"value\":2}");
+	answers[4] = NULL;
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	s.lsock = socket(AF_INET, SOCK_STREAM, 0);
+	assert_int_equal(bind(s.lsock, (struct sockaddr *)&sin, sizeof(sin)),
+			 0);
+	assert_int_equal(listen(s.lsock, 4), 0);
+	getsockname(s.lsock, (struct sockaddr *)&sin, &sl);
+	pthread_create(&th, NULL, serve, &s);
+
+	key = xasprintf("%s/key", dir);
+	mf_tokenstore_configure(dir, key, NULL);
+	rec.provider = "generic";
+	rec.client_id = "cid";
+	rec.refresh_token = "rt-one";
+	assert_int_equal(mf_tokenstore_save("g", &rec, &err), 0);
+	keys = xasprintf("[account g]\ntype = graph\noauth = generic\n"
+			 "client_id = cid\nauth_url = http://127.0.0.1:%u/a\n"
+			 "token_url = http://127.0.0.1:%u/token\n",
+			 (unsigned int)ntohs(sin.sin_port),
+			 (unsigned int)ntohs(sin.sin_port));
+	assert_int_equal(mf_config_parse("t", keys, &cfg, &err), 0);
+	free(keys);
+	pol.tokens = mf_token_source_new(&cfg->accounts[0]);
+	url = xasprintf("http://127.0.0.1:%u/v1.0/me/messages",
+			(unsigned int)ntohs(sin.sin_port));
+	struct mf_http_req req = { .method = "GET", .url = url,
+				   .body_fd = -1, .out_fd = -1 };
+
+	h = mf_http_new(&opts, &err);
+	mf_http_resp_init(&resp);
+	assert_int_equal(mf_http_call(h, &pol, &req, &resp, &err), MF_OK);
+	assert_int_equal(resp.status, 200);
+	assert_int_equal(mf_http_call(h, &pol, &req, &resp, &err), MF_OK);
+	assert_string_equal(resp.body.data, "{\"value\":2}");
+	pthread_join(th, NULL);
+	assert_int_equal(s.served, 4);
+	assert_non_null(strstr(s.reqs[0], "POST /token"));
+	assert_non_null(strstr(s.reqs[0], "grant_type=refresh_token"));
+	assert_non_null(strstr(s.reqs[0], "refresh_token=rt-one"));
+	assert_non_null(strstr(s.reqs[1], "Authorization: Bearer at-one"));
+	/* renewed before use, with the rotated refresh token */
+	assert_non_null(strstr(s.reqs[2], "refresh_token=rt-two"));
+	assert_non_null(strstr(s.reqs[3], "Authorization: Bearer at-two"));
+	assert_int_equal(mf_tokenstore_load("g", &got, &err), 0);
+	assert_string_equal(got.refresh_token, "rt-two");
+	mf_token_record_clear(&got);
+
+	mf_http_resp_free(&resp);
+	mf_http_free(h);
+	mf_token_source_free(pol.tokens);
+	mf_config_free(&cfg);
+	close(s.lsock);
+	for (int i = 0; i < 4; i++)
+		free(answers[i]);
+	free(url);
+	free(key);
+	cmd = xasprintf("rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	free(cmd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -217,6 +362,7 @@ int main(void)
 		cmocka_unit_test(test_scopes),
 		cmocka_unit_test(test_config_auth_key),
 		cmocka_unit_test(test_token_source_not_signed_in),
+		cmocka_unit_test(test_bearer_renewed_ahead),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
