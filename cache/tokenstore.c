@@ -561,6 +561,19 @@ out:
 	return ret;
 }
 
+int64_t mf_tokenstore_stamp(const char *account)
+{
+	char *path = record_path(account, ".tok");
+	struct stat st;
+	int64_t r = 0;
+
+	if (stat(path, &st) == 0)
+		r = (int64_t)st.st_mtim.tv_sec * 1000000000 +
+		    st.st_mtim.tv_nsec + (int64_t)st.st_ino * 7919;
+	free(path);
+	return r;
+}
+
 int mf_tokenstore_remove(const char *account, char **error_r)
 {
 	char *path = record_path(account, ".tok");

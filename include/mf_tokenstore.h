@@ -71,6 +71,13 @@ int mf_tokenstore_load(const char *account, struct mf_token_record *rec,
 int mf_tokenstore_save(const char *account,
 		       const struct mf_token_record *rec, char **error_r);
 
+/*
+ * A stamp that changes whenever ACCOUNT's record is written or removed
+ * (its mtime and inode), 0 when there is none: lets a daemon wait for a
+ * new `mailfs-auth login` instead of retrying a dead sign-in.
+ */
+int64_t mf_tokenstore_stamp(const char *account);
+
 /* Remove ACCOUNT's record. 0 (also when there was none) or -errno. */
 int mf_tokenstore_remove(const char *account, char **error_r);
 

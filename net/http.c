@@ -10,6 +10,7 @@
 
 #include "mf_config.h"
 #include "mf_oauth.h"
+#include "mf_tokenstore.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -546,6 +547,12 @@ struct mf_token_source {
 	enum mf_oauth_use use;
 	int64_t expires_at;	/* unix seconds, for oauth */
 	int64_t lifetime;
+	/* The provider refused: the message, and the store's stamp then.
+	   Until the record changes (a new login) or REFUSED_RETRY_S pass,
+	   the refusal is repeated without asking the provider again. */
+	char *refused;
+	int64_t refused_stamp;
+	int64_t refused_at;	/* monotonic ms */
 	struct mf_token_source *next;	/* in the shared list */
 };
 
@@ -625,6 +632,7 @@ void mf_token_source_free(struct mf_token_source *ts)
 		free(ts->oauth);
 	}
 	free(ts->oauth_error);
+	free(ts->refused);
 	pthread_mutex_destroy(&ts->lock);
 	free(ts);
 }
@@ -638,21 +646,40 @@ static int64_t refresh_margin(int64_t lifetime)
 	return m > 300 ? 300 : m < 1 ? 1 : m;
 }
 
+#define REFUSED_RETRY_S 300
+
 static enum mf_status oauth_get(struct mf_token_source *ts, bool refresh,
 				char **error_r)
 {
 	struct mf_oauth_tokens t;
 	int64_t now = (int64_t)time(NULL);
+	int64_t stamp;
 	enum mf_status st;
 
 	if (!refresh && ts->cached &&
 	    now < ts->expires_at - refresh_margin(ts->lifetime))
 		return MF_OK;
+	stamp = mf_tokenstore_stamp(ts->account);
+	if (ts->refused && stamp == ts->refused_stamp &&
+	    mf_mono_ms() - ts->refused_at < REFUSED_RETRY_S * 1000) {
+		*error_r = xstrdup(ts->refused);
+		return MF_AUTH;
+	}
+	free(ts->refused);
+	ts->refused = NULL;
 	if (ts->cached && !refresh)
 		mf_debug(MF_DBG_AUTH, "oauth %s: access token expires in %lld "
 			 "s, renewing ahead", ts->account,
 			 (long long)(ts->expires_at - now));
 	st = mf_oauth_access_token(ts->oauth, ts->use, &t, error_r);
+	if (st == MF_AUTH) {
+		/* a dead sign-in: say so once, then wait for a new login */
+		wipe_free(&ts->cached);
+		mf_warn("%s", *error_r);
+		ts->refused = xstrdup(*error_r);
+		ts->refused_stamp = stamp;
+		ts->refused_at = mf_mono_ms();
+	}
 	if (st != MF_OK)
 		return st;
 	wipe_free(&ts->cached);

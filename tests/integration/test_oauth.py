@@ -528,12 +528,17 @@ def test_invalid_grant_keeps_cache_and_queues(tmp_path, fake, env, dovecot_facto
     wait_until(lambda: "run `mailfs-auth login test`" in status(m), 60,
                msg="the re-login hint in --status")
     assert "run `mailfs-auth login test`" in m.log()
+    refreshes = fake.grant_types().count("refresh_token")
     # The cache still serves, and changes queue.
     path = messages(m.acct, "INBOX")[0]
     with open(path, "rb") as fh:
         assert b"body 1" in fh.read()
     os.rename(path, path.replace(":2,S", ":2,FS"))
     wait_until(lambda: "1 change waiting" in status(m), 30)
+    # Retries (every few seconds here) do not hammer the provider with the
+    # dead refresh token: the refusal stands until the store changes.
+    time.sleep(5)
+    assert fake.grant_types().count("refresh_token") == refreshes
     # Sign in again: the daemon picks the new token up and drains.
     config, _ = make_config(tmp_path, fake, name="test")
     login(config, "test")
