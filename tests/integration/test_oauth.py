@@ -261,6 +261,14 @@ def test_token_xoauth2_string(tmp_path, fake, env):
     assert m and m.group(1).decode() in fake.access
     r = auth(config, "token", "a", "--scope", "pop")
     assert r.returncode == 2
+    # A provider that does not rotate (Google): the stored token stays and
+    # keeps working.
+    fake.rotate_refresh = False
+    blob = open(os.path.join(tmp_path, "state", "oauth", "a.tok"), "rb").read()
+    for _ in range(2):
+        r = auth(config, "token", "a")
+        assert r.returncode == 0, r.stderr
+    assert open(os.path.join(tmp_path, "state", "oauth", "a.tok"), "rb").read() == blob
 
 
 # --------------------------------------------------------------------------
