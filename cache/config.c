@@ -27,7 +27,7 @@
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
 	"cache_dir", "state_dir", "fetch_timeout", "cache_max_size",
-	"drain_timeout", NULL,
+	"drain_timeout", "token_key_command", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -541,7 +541,26 @@ static int load_account(const char *file, struct section *sec,
 					     a->name);
 			return -EINVAL;
 		}
-		if (!a->password && !a->password_command) {
+		kv = find_kv(a->kv, a->kv_count, "auth");
+		if (kv && strcasecmp(kv->value, "xoauth2") != 0 &&
+		    strcasecmp(kv->value, "oauthbearer") != 0 &&
+		    strcasecmp(kv->value, "password") != 0) {
+			*error_r = xasprintf("%s:%d: auth must be password, "
+					     "xoauth2 or oauthbearer (not "
+					     "\"%s\")", file, kv->line,
+					     kv->value);
+			return -EINVAL;
+		}
+		bool oauth = kv && strcasecmp(kv->value, "password") != 0;
+
+		if (oauth && !find_kv(a->kv, a->kv_count, "oauth")) {
+			*error_r = xasprintf("%s:%d: [account %s] auth = %s "
+					     "needs \"oauth\" (microsoft, "
+					     "google or generic)", file,
+					     sec->line, a->name, kv->value);
+			return -EINVAL;
+		}
+		if (!oauth && !a->password && !a->password_command) {
 			*error_r = xasprintf("%s:%d: [account %s] needs "
 					     "\"password_command\" or "
 					     "\"password\"", file, sec->line,
@@ -862,6 +881,7 @@ void mf_config_free(struct mf_config **cfgp)
 	free(cfg->path);
 	free(cfg->cache_dir);
 	free(cfg->state_dir);
+	free(cfg->token_key_command);
 	free(cfg);
 	*cfgp = NULL;
 }
@@ -924,6 +944,12 @@ int mf_config_parse(const char *name, const char *text,
 			if (kv) {
 				free(cfg->state_dir);
 				cfg->state_dir = mf_expand_home(kv->value);
+			}
+			kv = find_kv(sec->kv, sec->kv_count,
+				     "token_key_command");
+			if (kv && kv->value[0]) {
+				free(cfg->token_key_command);
+				cfg->token_key_command = xstrdup(kv->value);
 			}
 			kv = find_kv(sec->kv, sec->kv_count, "fetch_timeout");
 			if (kv)

@@ -24,6 +24,7 @@
 #include "mf_config.h"
 #include "mf_engine.h"
 #include "mf_store.h"
+#include "mf_tokenstore.h"
 #include "mf_util.h"
 
 #include <errno.h>
@@ -651,6 +652,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "mount.mailfs: %s\n", err);
 		goto out;
 	}
+	/* OAuth refresh tokens: STATE_DIR/oauth, key in the config dir */
+	mf_tokenstore_configure(cfg->state_dir, NULL,
+				cfg->token_key_command);
 	lockfd = lock_state_dir(cfg->state_dir);
 	if (mf_store_open(cfg->state_dir, &err) < 0 ||
 	    mf_blob_init(cfg->cache_dir, &err) < 0) {

@@ -109,6 +109,8 @@ struct mf_config {
 					   bodies are evicted above it) */
 	unsigned int drain_timeout;	/* seconds to spend at unmount on
 					   queued changes (0: none) */
+	char *token_key_command;	/* owned or NULL: prints the OAuth
+					   token store's key (base64) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
 	struct mf_view *views;		/* owned array */

@@ -10,6 +10,7 @@
 #define MF_HTTP_H
 
 #include "mf_backend.h"
+#include "mf_oauth.h"
 #include "mf_util.h"
 
 #include <stdbool.h>
@@ -124,10 +125,22 @@ char *mf_http_escape(const char *s);
  * may be shared by the sessions of an account (it locks itself).
  */
 struct mf_token_source *mf_token_source_new(const struct mf_account *acct);
+/*
+ * The process-wide source of an OAuth account's tokens for one use (IMAP
+ * logins share it across connections). Lives until the process exits;
+ * do not free it.
+ */
+struct mf_token_source *mf_token_source_shared(const struct mf_account *acct,
+					       enum mf_oauth_use use);
+/* Drop the cached token (the server refused it). */
+void mf_token_forget(struct mf_token_source *ts);
 void mf_token_source_free(struct mf_token_source *ts);
 /*
  * An access token (caller wipes and frees). refresh = true asks for a new
- * one (after a 401). Returns MF_OK, MF_AUTH when the source refuses (the
+ * one (after a 401). OAuth tokens are renewed ahead of expiry (a quarter
+ * of their lifetime, at most 5 minutes before); when the sign-in is gone
+ * (invalid_grant) the result is MF_AUTH and the message says to run
+ * `mailfs-auth login ACCOUNT`. Returns MF_OK, MF_AUTH when the source refuses (the
  * message says what to do), or MF_TEMP.
  */
 enum mf_status mf_token_get(struct mf_token_source *ts, bool refresh,

@@ -9,6 +9,8 @@
 #include "mf_http.h"
 
 #include "mf_config.h"
+#include "mf_oauth.h"
+#include "mf_tokenstore.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -331,7 +333,8 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	curl_slist_free_all(hdrs);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld (%s)", req->method,
-		 req->url, resp->status, curl_easy_strerror(rc));
+		 req->url, resp->status,
+		 rc == CURLE_OK ? "ok" : curl_easy_strerror(rc));
 
 	if (rc == CURLE_OK)
 		return MF_OK;
@@ -528,21 +531,83 @@ char *mf_http_escape(const char *s)
 
 /* ---- token sources ---- */
 
+/*
+ * Two kinds: token_command (its first line of output, cached until a
+ * 401), and OAuth (oauth = ... in the account): an access token from the
+ * token store's refresh token, cached in memory with its expiry and
+ * renewed ahead of it, so requests do not run into 401s.
+ */
 struct mf_token_source {
 	pthread_mutex_t lock;
 	char *command;		/* token_command, owned */
 	char *account;		/* for messages */
 	char *cached;		/* owned; wiped on free */
+	struct mf_oauth_cfg *oauth;	/* owned, or NULL */
+	char *oauth_error;	/* a config error to report, or NULL */
+	enum mf_oauth_use use;
+	int64_t expires_at;	/* unix seconds, for oauth */
+	int64_t lifetime;
+	/* The provider refused: the message, and the store's stamp then.
+	   Until the record changes (a new login) or REFUSED_RETRY_S pass,
+	   the refusal is repeated without asking the provider again. */
+	char *refused;
+	int64_t refused_stamp;
+	int64_t refused_at;	/* monotonic ms */
+	struct mf_token_source *next;	/* in the shared list */
 };
 
-struct mf_token_source *mf_token_source_new(const struct mf_account *acct)
+static struct mf_token_source *source_new(const struct mf_account *acct,
+					  int use)
 {
 	struct mf_token_source *ts = xcalloc(1, sizeof(*ts));
 	const char *cmd = mf_account_get(acct, "token_command");
+	const char *oauth = mf_account_get(acct, "oauth");
 
 	pthread_mutex_init(&ts->lock, NULL);
 	ts->command = cmd ? xstrdup(cmd) : NULL;
 	ts->account = xstrdup(acct->name);
+	if (oauth && *oauth && !ts->command) {
+		char *err = NULL;
+
+		ts->oauth = xcalloc(1, sizeof(*ts->oauth));
+		if (mf_oauth_cfg_from_account(acct, ts->oauth, &err) < 0) {
+			free(ts->oauth);
+			ts->oauth = NULL;
+			ts->oauth_error = err;
+		} else {
+			ts->use = use >= 0 ? (enum mf_oauth_use)use
+					   : mf_oauth_default_use(ts->oauth);
+		}
+	}
+	return ts;
+}
+
+struct mf_token_source *mf_token_source_new(const struct mf_account *acct)
+{
+	return source_new(acct, -1);
+}
+
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct mf_token_source *shared_sources;
+
+struct mf_token_source *mf_token_source_shared(const struct mf_account *acct,
+					       enum mf_oauth_use use)
+{
+	struct mf_token_source *ts;
+
+	pthread_mutex_lock(&shared_lock);
+	for (ts = shared_sources; ts; ts = ts->next) {
+		if (strcmp(ts->account, acct->name) == 0 &&
+		    (int)ts->use == (int)use)
+			break;
+	}
+	if (!ts) {
+		ts = source_new(acct, (int)use);
+		ts->use = use;
+		ts->next = shared_sources;
+		shared_sources = ts;
+	}
+	pthread_mutex_unlock(&shared_lock);
 	return ts;
 }
 
@@ -562,8 +627,68 @@ void mf_token_source_free(struct mf_token_source *ts)
 	wipe_free(&ts->cached);
 	free(ts->command);
 	free(ts->account);
+	if (ts->oauth) {
+		mf_oauth_cfg_clear(ts->oauth);
+		free(ts->oauth);
+	}
+	free(ts->oauth_error);
+	free(ts->refused);
 	pthread_mutex_destroy(&ts->lock);
 	free(ts);
+}
+
+/* Renew this long before expiry: a quarter of the lifetime, at most 5
+   minutes (an hour's token is renewed at 55 minutes). */
+static int64_t refresh_margin(int64_t lifetime)
+{
+	int64_t m = lifetime / 4;
+
+	return m > 300 ? 300 : m < 1 ? 1 : m;
+}
+
+#define REFUSED_RETRY_S 300
+
+static enum mf_status oauth_get(struct mf_token_source *ts, bool refresh,
+				char **error_r)
+{
+	struct mf_oauth_tokens t;
+	int64_t now = (int64_t)time(NULL);
+	int64_t stamp;
+	enum mf_status st;
+
+	if (!refresh && ts->cached &&
+	    now < ts->expires_at - refresh_margin(ts->lifetime))
+		return MF_OK;
+	stamp = mf_tokenstore_stamp(ts->account);
+	if (ts->refused && stamp == ts->refused_stamp &&
+	    mf_mono_ms() - ts->refused_at < REFUSED_RETRY_S * 1000) {
+		*error_r = xstrdup(ts->refused);
+		return MF_AUTH;
+	}
+	free(ts->refused);
+	ts->refused = NULL;
+	if (ts->cached && !refresh)
+		mf_debug(MF_DBG_AUTH, "oauth %s: access token expires in %lld "
+			 "s, renewing ahead", ts->account,
+			 (long long)(ts->expires_at - now));
+	st = mf_oauth_access_token(ts->oauth, ts->use, &t, error_r);
+	if (st == MF_AUTH) {
+		/* a dead sign-in: say so once, then wait for a new login */
+		wipe_free(&ts->cached);
+		mf_warn("%s", *error_r);
+		ts->refused = xstrdup(*error_r);
+		ts->refused_stamp = stamp;
+		ts->refused_at = mf_mono_ms();
+	}
+	if (st != MF_OK)
+		return st;
+	wipe_free(&ts->cached);
+	ts->cached = t.access_token;
+	t.access_token = NULL;
+	ts->expires_at = t.expires_at;
+	ts->lifetime = t.lifetime;
+	mf_oauth_tokens_clear(&t);
+	return MF_OK;
 }
 
 enum mf_status mf_token_get(struct mf_token_source *ts, bool refresh,
@@ -573,6 +698,18 @@ enum mf_status mf_token_get(struct mf_token_source *ts, bool refresh,
 
 	*token_r = NULL;
 	pthread_mutex_lock(&ts->lock);
+	if (ts->oauth_error) {
+		*error_r = xstrdup(ts->oauth_error);
+		st = MF_AUTH;
+		goto out;
+	}
+	if (ts->oauth) {
+		st = oauth_get(ts, refresh, error_r);
+		if (st != MF_OK)
+			goto out;
+		*token_r = xstrdup(ts->cached);
+		goto out;
+	}
 	if (refresh)
 		wipe_free(&ts->cached);
 	if (!ts->cached) {
@@ -580,7 +717,7 @@ enum mf_status mf_token_get(struct mf_token_source *ts, bool refresh,
 
 		if (!ts->command) {
 			*error_r = xasprintf("account %s: no token source "
-					     "(set token_command)",
+					     "(set oauth or token_command)",
 					     ts->account);
 			st = MF_AUTH;
 			goto out;
@@ -605,4 +742,11 @@ enum mf_status mf_token_get(struct mf_token_source *ts, bool refresh,
 out:
 	pthread_mutex_unlock(&ts->lock);
 	return st;
+}
+
+void mf_token_forget(struct mf_token_source *ts)
+{
+	pthread_mutex_lock(&ts->lock);
+	wipe_free(&ts->cached);
+	pthread_mutex_unlock(&ts->lock);
 }
