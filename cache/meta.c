@@ -128,10 +128,27 @@ static struct meta_conn *conn_open(void)
 	sqlite3_busy_timeout(c->db, 30000);
 	sqlite3_exec(c->db,
 		     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-		     "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-16000;"
+		     "PRAGMA foreign_keys=OFF; PRAGMA cache_size=-2000;"
 		     "PRAGMA temp_store=MEMORY;",
 		     NULL, NULL, NULL);
 	return c;
+}
+
+/*
+ * Each thread has its own connection and page cache. FUSE workers (up
+ * to 16 kept idle) and fetch threads do point look-ups: SQLite's default
+ * 2 MB each. A thread that applies listings of whole folders asks for
+ * 16 MB, so that a million-message listing does not thrash, without
+ * every thread holding that much (peak RSS at 1M messages went from 41
+ * to 97 MB when idle FUSE workers were kept with 16 MB each).
+ */
+void mf_store_thread_bulk(void)
+{
+	struct meta_conn *c = meta_conn();
+
+	if (c)
+		sqlite3_exec(c->db, "PRAGMA cache_size=-16000;", NULL, NULL,
+			     NULL);
 }
 
 struct meta_conn *meta_conn(void)

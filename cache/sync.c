@@ -814,6 +814,7 @@ static void *engine_main(void *arg)
 	int failures = 0;
 	bool first = true;
 
+	mf_store_thread_bulk();
 	while (!stopping(e)) {
 		int64_t now = now_ms(), wake, qdue;
 		bool inbox;
