@@ -151,6 +151,21 @@ void mf_store_thread_bulk(void)
 			     NULL);
 }
 
+/*
+ * The calling thread writes only what can be fetched again (which blob
+ * holds a message's body): its commits need not wait for the disk.
+ * WAL keeps them atomic; a crash may forget the last few, and the next
+ * FULL commit of another thread makes them durable anyway.
+ */
+void mf_store_thread_relaxed(void)
+{
+	struct meta_conn *c = meta_conn();
+
+	if (c)
+		sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL;", NULL, NULL,
+			     NULL);
+}
+
 struct meta_conn *meta_conn(void)
 {
 	struct meta_conn *c = pthread_getspecific(meta.key);

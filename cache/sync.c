@@ -957,7 +957,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 	ret = mf_store_message_get(msg_id, &m);
 	if (ret < 0)
 		return ret;
-	fd = m.blob ? mf_blob_open(m.blob) : -ENOENT;
+	fd = m.blob ? mf_blob_open_sized(m.blob, m.size) : -ENOENT;
 	if (fd >= 0) {
 		mf_blob_close(fd);
 		goto out;	/* fetched meanwhile */
@@ -981,7 +981,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 		ret = st == MF_GONE ? -ENOENT : -EIO;
 		goto out;
 	}
-	ret = mf_blob_commit(fd, path, hash, &size);
+	ret = mf_blob_commit_fetched(fd, path, hash, &size);
 	if (ret < 0) {
 		mf_err("%s: cannot store the body of %s: %s", e->acct->name,
 		       m.name, strerror(-ret));
@@ -1120,7 +1120,8 @@ static void chunk_done(void *ctx, const char *id, enum mf_status st,
 
 	if (!b || b->fd < 0)
 		return;
-	if (st == MF_OK && mf_blob_commit(b->fd, b->path, hash, &size) == 0) {
+	if (st == MF_OK &&
+	    mf_blob_commit_fetched(b->fd, b->path, hash, &size) == 0) {
 		if (mf_store_set_blob(b->msg, hash, size, &changed) == 0) {
 			b->stored = true;
 			cc->stored++;
@@ -1244,6 +1245,7 @@ static void *engine_fetch(void *arg)
 			  e->acct->prefetch != MF_PREFETCH_NONE;
 
 	free(fa);
+	mf_store_thread_relaxed();	/* writes only body cache rows */
 	for (;;) {
 		struct fetch_req *r;
 		int ret;

@@ -905,7 +905,7 @@ static int open_local(const struct mf_message *m, int flags, int *fd_r,
 	if (accmode != O_RDONLY || (flags & O_TRUNC))
 		return -EPERM;	/* delivered messages are immutable */
 	if (m->blob) {
-		fd = mf_blob_open(m->blob);
+		fd = mf_blob_open_sized(m->blob, m->size);
 		if (fd >= 0) {
 			*fd_r = fd;
 			return 0;

@@ -156,6 +156,9 @@ void mf_store_close(void);
 /* The calling thread applies whole listings: give its connection a larger
    page cache (16 MB instead of 2 MB). */
 void mf_store_thread_bulk(void);
+/* The calling thread writes only re-fetchable state (body cache rows):
+   its commits skip the fsync (synchronous=NORMAL). */
+void mf_store_thread_relaxed(void);
 /* STATE_DIR/staging: where delivered bodies wait for upload. */
 const char *mf_store_staging_dir(void);
 /* Path of a message's staging file (caller frees). */
