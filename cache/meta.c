@@ -885,9 +885,15 @@ void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 {
 	char uniq[96];
 
-	snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
-		 (long long)internaldate, (long long)id,
-		 (unsigned long long)size);
+	/* size 0: not known exactly (Gmail's sizeEstimate); a ",S=" must
+	   not claim it (see DESIGN.md, sizes). */
+	if (size)
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
+			 (long long)internaldate, (long long)id,
+			 (unsigned long long)size);
+	else
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
+			 (long long)internaldate, (long long)id);
 	if (mf_maildir_format(uniq, flags, "", dir == MF_DIR_CUR, buf,
 			      size_buf) < 0)
 		snprintf(buf, size_buf, "%s", uniq);

@@ -73,6 +73,8 @@ enum {
 	S_REQUEUE_INS,
 	S_REQUEUE_DEL,
 	S_HAS_MKDIR,
+	S_SIBLING,
+	S_SIBLING_BLOB,
 	S_STMT_END,
 };
 
@@ -631,6 +633,9 @@ static int apply_known(struct mf_sync_batch *b, struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
+	/* Bits the server cannot store keep the local value (Gmail). */
+	server = (server & ~b->info.local_flags) |
+		 (m->base_flags & b->info.local_flags);
 	/* Bits changed locally since the base keep the local value. */
 	merged = (local & (local ^ m->base_flags)) |
 		 (server & ~(local ^ m->base_flags));
@@ -738,23 +743,67 @@ static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
 	return meta_exec_stmt(c, s, "set server");
 }
 
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): the row of the same message in
+ * another folder of the account, for its unique name part, size and body.
+ */
+static int find_sibling(struct mf_sync_batch *b, const char *ruid,
+			struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_SIBLING,
+		"SELECT " MSG_COLS " FROM message WHERE rfolder IN (SELECT id "
+		"FROM folder WHERE account = ?) AND rfolder != ? AND ruid = ? "
+		"AND state != 5 ORDER BY blob IS NULL, id LIMIT 1");
+	int rc;
+
+	if (!s || !b->account)
+		return -EIO;
+	sqlite3_bind_text(s, 1, b->account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_text(s, 3, ruid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "sibling");
+}
+
 static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 {
 	char name[MF_NAME_MAX + 1];
 	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
 	int64_t id = meta_next_message_id(b->c);
+	struct mf_message sib;
+	struct mf_maildir_name sn;
+	uint64_t size = info->size;
 	sqlite3_stmt *s;
 	int ret;
 
 	if (id < 0)
 		return -EIO;
-	meta_server_name(id, info->internaldate, info->size, info->flags, dir,
-			 name, sizeof(name));
+	/* An estimate (Gmail's sizeEstimate) stays out of the name. */
+	meta_server_name(id, info->internaldate, info->size_exact ? size : 0,
+			 info->flags, dir, name, sizeof(name));
+	memset(&sib, 0, sizeof(sib));
+	if (b->info.global_ids && find_sibling(b, info->id, &sib) == 0 &&
+	    mf_maildir_parse(sib.name, &sn) == 0 &&
+	    mf_maildir_format(sn.uniq, info->flags, "", dir == MF_DIR_CUR,
+			      name, sizeof(name)) == 0) {
+		/* One message in several folders: one unique part, one
+		   body (fetched once), the size the sibling knows. */
+		size = sib.size;
+	} else {
+		mf_message_clear(&sib);
+		memset(&sib, 0, sizeof(sib));
+	}
 	s = meta_stmt(b->c, S_INSERT_MSG,
 		      "INSERT INTO message (id, folder, dir, name, rfolder, "
 		      "ruid, flags, base_flags, size, internaldate, ctime, "
-		      "msgid, state, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		      "?, ?, ?, 0, ?)");
+		      "msgid, state, gen, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+		      "?, ?, ?, ?, 0, ?, ?)");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
@@ -765,13 +814,16 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 	sqlite3_bind_text(s, 6, info->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 7, (int)(info->flags & MF_FLAG_ALL));
 	sqlite3_bind_int(s, 8, (int)(info->flags & MF_FLAG_ALL));
-	sqlite3_bind_int64(s, 9, (int64_t)info->size);
+	sqlite3_bind_int64(s, 9, (int64_t)size);
 	sqlite3_bind_int64(s, 10, info->internaldate);
 	sqlite3_bind_int64(s, 11, mf_now_ns());
 	if (info->message_id)
 		sqlite3_bind_text(s, 12, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 13, b->gen);
+	if (sib.blob)
+		sqlite3_bind_text(s, 14, sib.blob, -1, SQLITE_TRANSIENT);
 	ret = meta_exec_stmt(b->c, s, "insert message");
+	mf_message_clear(&sib);
 	if (ret < 0)
 		return ret;
 	b->dirs_changed |= 1u << (dir + 1);
@@ -1210,8 +1262,10 @@ static int restore_row(struct meta_conn *c, const struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
-	meta_server_name(m->id, m->internaldate, m->size, flags, dir, name,
-			 sizeof(name));
+	/* A size from an estimate (no ",S=" in the name) stays out. */
+	meta_server_name(m->id, m->internaldate,
+			 m->blob || strstr(m->name, ",S=") ? m->size : 0,
+			 flags, dir, name, sizeof(name));
 	s = meta_stmt(c, S_UPDATE_FLAGS,
 		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
 		      "dir = ?, name = ? WHERE id = ?");
@@ -1465,6 +1519,33 @@ int mf_store_expunged(int64_t msg)
 	return meta_wend(c, ret);
 }
 
+int mf_store_sibling_blob(int64_t msg, char **blob_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*blob_r = NULL;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_SIBLING_BLOB,
+		      "SELECT o.blob FROM message m JOIN folder f ON f.id = "
+		      "m.rfolder JOIN message o ON o.rfolder IN (SELECT id "
+		      "FROM folder WHERE account = f.account) AND o.ruid = "
+		      "m.ruid WHERE m.id = ? AND o.id != m.id AND o.blob IS "
+		      "NOT NULL LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, msg);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
+		*blob_r = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return *blob_r ? 0 : -ENOENT;
+	return meta_dberr(c, "sibling blob");
+}
+
 int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 		      bool *size_changed_r)
 {
@@ -1491,7 +1572,9 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 			sqlite3_bind_int64(s, 3, msg);
 			ret = meta_exec_stmt(c, s, "set blob");
 		}
-		if (*size_changed_r)
+		/* A size from an estimate (no ",S=" in the name) is
+		   expected to be off. */
+		if (*size_changed_r && strstr(m.name, ",S="))
 			mf_warn("message %lld: the server announced %llu "
 				"bytes and sent %llu", (long long)msg,
 				(unsigned long long)m.size,

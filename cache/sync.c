@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -186,15 +187,18 @@ static int64_t backoff_ms(int attempts)
 struct sync_ctx {
 	int64_t folder;
 	struct mf_sync_batch *batch;
+	bool global_ids;
 };
 
 static int sink_begin(void *ctx, const struct mf_changes_info *info)
 {
 	struct sync_ctx *sc = ctx;
+	struct mf_changes_info i = *info;
 
 	if (sc->batch)
 		return 0;
-	return mf_sync_batch_begin(sc->folder, info, &sc->batch) < 0 ? -1 : 0;
+	i.global_ids = sc->global_ids;
+	return mf_sync_batch_begin(sc->folder, &i, &sc->batch) < 0 ? -1 : 0;
 }
 
 static int sink_change(void *ctx, const struct mf_change *ch)
@@ -211,7 +215,10 @@ static enum mf_status sync_folder(struct mf_engine *e, struct mf_backend *be,
 {
 	struct mf_changes_hint hint = { .cursor = f->cursor };
 	struct mf_changes_sink sink = { sink_begin, sink_change, NULL };
-	struct sync_ctx sc = { .folder = f->id };
+	struct sync_ctx sc = {
+		.folder = f->id,
+		.global_ids = (e->ops->caps & MF_CAP_GLOBAL_IDS) != 0,
+	};
 	char *cursor = NULL, *err = NULL;
 	enum mf_status st;
 	int ret;
@@ -949,6 +956,26 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 	if (!m.ruid || mf_store_folder_get(m.rfolder, &rf) < 0 || !rf.remote) {
 		ret = -EIO;
 		goto out;
+	}
+	if (e->ops->caps & MF_CAP_GLOBAL_IDS) {
+		/* The same message in another folder may have its body. */
+		char *blob = NULL;
+		struct stat bst;
+
+		if (mf_store_sibling_blob(m.id, &blob) == 0 &&
+		    (fd = mf_blob_open(blob)) >= 0) {
+			ret = fstat(fd, &bst) < 0 ? -errno : 0;
+			close(fd);
+			if (ret == 0)
+				ret = mf_store_set_blob(m.id, blob,
+							(uint64_t)bst.st_size,
+							&size_changed);
+			free(blob);
+			if (ret == 0)
+				goto out;
+		} else {
+			free(blob);
+		}
 	}
 	ret = mf_blob_tmp(&fd, &path);
 	if (ret < 0) {

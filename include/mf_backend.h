@@ -140,6 +140,14 @@ struct mf_change {
 struct mf_changes_info {
 	bool snapshot;
 	bool reset;
+	/*
+	 * MF_FLAG_* the server cannot store (Gmail: R, P, T). The store
+	 * keeps its own value of these bits instead of taking the server's
+	 * (which always lacks them).
+	 */
+	unsigned int local_flags;
+	/* Set by the engine from MF_CAP_GLOBAL_IDS (not by backends). */
+	bool global_ids;
 };
 
 /*
@@ -284,6 +292,13 @@ struct mf_backend_ops {
 };
 
 #define MF_CAP_PUSH	(1u << 0)	/* wait_push works */
+/*
+ * A message id names the message in the whole account, not in one
+ * folder (Gmail: one message, several labels). A message listed in
+ * several folders is one message: the store gives its rows one unique
+ * name part and one body, fetched once.
+ */
+#define MF_CAP_GLOBAL_IDS (1u << 1)
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

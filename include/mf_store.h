@@ -352,6 +352,11 @@ int mf_store_appended(int64_t msg, int64_t folder, const char *ruid,
 int mf_store_moved(int64_t msg, int64_t folder, const char *ruid);
 int mf_store_server_gone(int64_t msg);
 int mf_store_expunged(int64_t msg);
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): the body another row of the
+ * same server message has cached (caller frees), or -ENOENT.
+ */
+int mf_store_sibling_blob(int64_t msg, char **blob_r);
 /* A body arrived: record its blob; *size_changed_r if the size was off. */
 int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 		      bool *size_changed_r);
