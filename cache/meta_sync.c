@@ -75,6 +75,7 @@ enum {
 	S_HAS_MKDIR,
 	S_SIBLING,
 	S_SIBLING_BLOB,
+	S_QUEUE_AFTER,
 	S_STMT_END,
 };
 
@@ -1163,6 +1164,40 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e)
 	if (rc == SQLITE_ROW)
 		return 0;
 	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "queue first");
+}
+
+int mf_store_queue_flags_run(const char *account, int64_t after,
+			     unsigned int max, int64_t *entries,
+			     int64_t *msgs, unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_AFTER,
+		      "SELECT id, op, message, attempts, next_try FROM queue "
+		      "WHERE account = ? AND id > ? ORDER BY id LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, (int)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		/* Only a run of fresh flag changes: order stays as queued. */
+		if (sqlite3_column_int(s, 1) != MF_OP_FLAGS ||
+		    sqlite3_column_int(s, 3) != 0 ||
+		    sqlite3_column_int64(s, 4) != 0)
+			break;
+		entries[*n_r] = sqlite3_column_int64(s, 0);
+		msgs[(*n_r)++] = sqlite3_column_int64(s, 2);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE
+		       ? 0
+		       : meta_dberr(c, "queue run");
 }
 
 static int queue_update(unsigned int idx, const char *sql, int64_t entry,

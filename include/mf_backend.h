@@ -299,6 +299,11 @@ struct mf_backend_ops {
  * name part and one body, fetched once.
  */
 #define MF_CAP_GLOBAL_IDS (1u << 1)
+/*
+ * set_flags takes many ids in one request (Gmail: batchModify, 1,000 ids
+ * a call): the engine sends a run of queued flag changes together.
+ */
+#define MF_CAP_BULK_FLAGS (1u << 2)
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

@@ -328,6 +328,14 @@ struct mf_queue_entry {
 void mf_queue_entry_clear(struct mf_queue_entry *e);
 /* The first entry of the account: 0, or -ENOENT when empty. */
 int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
+/*
+ * The flag changes queued right after entry after (never tried, up to
+ * max, stopping at the first other operation): their entry and message
+ * ids, for one bulk request (MF_CAP_BULK_FLAGS).
+ */
+int mf_store_queue_flags_run(const char *account, int64_t after,
+			     unsigned int max, int64_t *entries,
+			     int64_t *msgs, unsigned int *n_r);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);

@@ -110,12 +110,15 @@ static struct quota *quota_for(const char *account, unsigned int per_minute)
 		q = xcalloc(1, sizeof(*q));
 		q->key = xstrdup(account);
 		pthread_mutex_init(&q->lock, NULL);
-		q->per_ms = per_minute / 60000.0;
-		/* Bursts of up to ten seconds' worth (the API's moving
-		   average allows short bursts). */
-		q->cap = per_minute / 6.0;
-		if (q->cap < 250)
-			q->cap = 250;
+		/*
+		 * Bursts of up to a sixth of the budget (the API's moving
+		 * average allows short bursts), refilled so that no window
+		 * of a minute sees more than the budget: cap + 60 s of
+		 * refill = per_minute. A call never costs more than cap
+		 * (batches are cut to fit; one call is at most 50 units).
+		 */
+		q->cap = MF_MAX(per_minute / 6.0, 50.0);
+		q->per_ms = MF_MAX(per_minute - q->cap, 1.0) / 60000.0;
 		q->avail = q->cap;
 		q->last_ms = mf_mono_ms();
 		q->next = quotas;
@@ -275,7 +278,7 @@ static enum mf_status quota_take(struct gmail *g, unsigned int units,
 		if (q->avail > q->cap)
 			q->avail = q->cap;
 		q->last_ms = now;
-		if (q->avail >= units || (units > q->cap && q->avail >= q->cap)) {
+		if (q->avail >= units || q->avail >= q->cap) {
 			q->avail -= units;
 			q->spent += units;
 			pthread_mutex_unlock(&q->lock);
@@ -631,9 +634,8 @@ static enum mf_status batch_run(struct gmail *g, struct batch_item *it,
 	for (int round = 0; ntodo > 0 && st == MF_OK; round++) {
 		unsigned int left = 0;
 
-		for (unsigned int off = 0; off < ntodo && st == MF_OK;
-		     off += BATCH_MAX) {
-			unsigned int n = MF_MIN(BATCH_MAX, ntodo - off);
+		for (unsigned int off = 0, n; off < ntodo && st == MF_OK;
+		     off += n) {
 			unsigned int units = 0;
 			char boundary[48], hdr[96], *body, *rb;
 			const char *hdrs[2] = { hdr, NULL };
@@ -644,9 +646,15 @@ static enum mf_status batch_run(struct gmail *g, struct batch_item *it,
 				 (unsigned long)mf_now_ns(), round * 1000 + off);
 			snprintf(hdr, sizeof(hdr), "Content-Type: "
 				 "multipart/mixed; boundary=%s", boundary);
-			for (unsigned int k = 0; k < n; k++) {
-				units += it[todo[off + k]].units;
-				it[todo[off + k]].status = 0;
+			/* At most BATCH_MAX calls, and no more units than
+			   the quota bucket holds. */
+			for (n = 0; n < BATCH_MAX && off + n < ntodo; n++) {
+				unsigned int u = it[todo[off + n]].units;
+
+				if (n > 0 && units + u > g->quota->cap)
+					break;
+				units += u;
+				it[todo[off + n]].status = 0;
 			}
 			body = batch_build(it, todo + off, n, boundary, &len);
 			mf_http_resp_init(&resp);
@@ -1209,29 +1217,98 @@ static enum mf_status snapshot(struct gmail *g, const char *folder,
 	return st;
 }
 
-static void add_id(char ***ids, unsigned int *n, unsigned int *cap,
-		   const char *id)
+/* What a delta learnt about one message. */
+struct touched {
+	struct touched *next;	/* hash chain */
+	char *id;
+	char *labels;		/* ",L1,L2,": its labels after the last
+				   record that named them, or NULL */
+	bool need_meta;		/* new to the folder, or labels unknown */
+	bool deleted;		/* messagesDeleted */
+};
+
+struct touched_set {
+	struct touched *b[MEMO_BUCKETS];
+	struct touched **all;
+	unsigned int n, cap;
+};
+
+static struct touched *touch(struct touched_set *ts, const char *id)
 {
+	unsigned int h;
+	struct touched *t;
+
 	if (!id || !*id || strlen(id) > 64)
-		return;
-	for (unsigned int i = *n; i > 0 && i + 64 > *n; i--) {
-		if (strcmp((*ids)[i - 1], id) == 0)
-			return;	/* cheap de-dup of runs */
+		return NULL;
+	h = memo_hash(id);
+	for (t = ts->b[h]; t; t = t->next) {
+		if (strcmp(t->id, id) == 0)
+			return t;
 	}
-	if (*n == *cap) {
-		*cap = *cap ? *cap * 2 : 64;
-		*ids = xrealloc(*ids, *cap * sizeof(**ids));
+	t = xcalloc(1, sizeof(*t));
+	t->id = xstrdup(id);
+	t->next = ts->b[h];
+	ts->b[h] = t;
+	if (ts->n == ts->cap) {
+		ts->cap = ts->cap ? ts->cap * 2 : 64;
+		ts->all = xrealloc(ts->all, ts->cap * sizeof(*ts->all));
 	}
-	(*ids)[(*n)++] = xstrdup(id);
+	ts->all[ts->n++] = t;
+	return t;
 }
 
-static int cmp_str(const void *a, const void *b)
+static void touched_free(struct touched_set *ts)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	for (unsigned int i = 0; i < ts->n; i++) {
+		free(ts->all[i]->id);
+		free(ts->all[i]->labels);
+		free(ts->all[i]);
+	}
+	free(ts->all);
 }
 
-static void collect_history(json_t *rec, char ***ids, unsigned int *n,
-			    unsigned int *cap)
+static char *labels_string(json_t *arr)
+{
+	struct mf_buf b;
+	json_t *l;
+	size_t i;
+
+	if (!json_is_array(arr))
+		return NULL;
+	mf_buf_init(&b);
+	mf_buf_appendc(&b, ',');
+	json_array_foreach(arr, i, l) {
+		const char *s = json_string_value(l);
+
+		if (s && !strchr(s, ',')) {
+			mf_buf_appends(&b, s);
+			mf_buf_appendc(&b, ',');
+		}
+	}
+	return mf_buf_steal(&b);
+}
+
+/*
+ * Does a change of these labels move a message in or out of folder?
+ * Then the message needs its metadata (it may be new to the folder).
+ */
+static bool membership_label(const char *folder, json_t *changed)
+{
+	json_t *l;
+	size_t i;
+
+	json_array_foreach(changed, i, l) {
+		const char *s = json_string_value(l);
+
+		if (!s || strcmp(s, "TRASH") == 0 || strcmp(s, "SPAM") == 0 ||
+		    strcmp(s, folder) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void collect_history(const char *folder, json_t *rec,
+			    struct touched_set *ts)
 {
 	static const char *const kinds[] = {
 		"messagesAdded", "messagesDeleted", "labelsAdded",
@@ -1243,15 +1320,48 @@ static void collect_history(json_t *rec, char ***ids, unsigned int *n,
 	for (size_t k = 0; k < MF_ARRAY_SIZE(kinds); k++) {
 		arr = json_object_get(rec, kinds[k]);
 		json_array_foreach(arr, i, x) {
-			add_id(ids, n, cap, json_string_value(json_object_get(
-				json_object_get(x, "message"), "id")));
+			json_t *msg = json_object_get(x, "message");
+			struct touched *t = touch(ts, json_string_value(
+							      json_object_get(msg, "id")));
+			char *labels;
+
+			if (!t)
+				continue;
+			if (k == 1) {
+				t->deleted = true;
+				continue;
+			}
+			labels = labels_string(json_object_get(msg,
+							       "labelIds"));
+			if (labels) {
+				free(t->labels);
+				t->labels = labels;
+			} else {
+				t->need_meta = true;
+			}
+			if (k == 0 || membership_label(folder, json_object_get(
+								      x, "labelIds")))
+				t->need_meta = true;
 		}
 	}
+	/* Ids named without saying what happened: read them. */
 	arr = json_object_get(rec, "messages");
-	json_array_foreach(arr, i, x)
-		add_id(ids, n, cap, json_string_value(json_object_get(x, "id")));
+	json_array_foreach(arr, i, x) {
+		struct touched *t = touch(ts, json_string_value(
+						      json_object_get(x, "id")));
+
+		if (t && !t->labels && !t->deleted)
+			t->need_meta = true;
+	}
 }
 
+/*
+ * A delta: history.list pages from cursor (filtered by the folder's
+ * label), then for each message named: gone when deleted or no longer in
+ * the folder; when it may be new to the folder, its metadata is read (in
+ * batches) for a full entry; otherwise (flags changed) the labels the
+ * record carried give its flags without another request.
+ */
 static enum mf_status delta(struct gmail *g, const char *folder,
 			    const char *cursor,
 			    const struct mf_changes_sink *sink,
@@ -1259,10 +1369,11 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 {
 	struct mf_changes_info info = { .snapshot = false,
 					.local_flags = GMAIL_LOCAL_FLAGS };
-	char **ids = NULL, *token = NULL, *hid = NULL;
-	unsigned int n = 0, cap = 0, k;
+	struct touched_set *ts = xcalloc(1, sizeof(*ts));
+	char **need = NULL, *token = NULL, *hid = NULL;
+	unsigned int nneed = 0;
 	enum mf_status st = MF_OK;
-	bool *gone;
+	bool *gone = NULL;
 
 	do {
 		struct mf_buf q;
@@ -1294,7 +1405,7 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 			break;
 		recs = json_object_get(j, "history");
 		json_array_foreach(recs, i, r)
-			collect_history(r, &ids, &n, &cap);
+			collect_history(folder, r, ts);
 		h = json_string_value(json_object_get(j, "historyId"));
 		if (h && *h && strspn(h, "0123456789") == strlen(h)) {
 			free(hid);
@@ -1312,7 +1423,8 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 			folder);
 		free(*error_r);
 		*error_r = NULL;
-		ids_free(ids, n);
+		touched_free(ts);
+		free(ts);
 		free(hid);
 		memo_clear(g);
 		return snapshot(g, folder, sink, cursor_r, error_r);
@@ -1321,33 +1433,43 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 		*error_r = xstrdup("history.list: no historyId");
 		st = MF_PROTO;
 	}
-	if (st != MF_OK) {
-		ids_free(ids, n);
-		free(hid);
-		return st;
-	}
-	/* Unique ids, then their labels now. */
-	qsort(ids, n, sizeof(*ids), cmp_str);
-	for (unsigned int i = k = 0; i < n; i++) {
-		if (k > 0 && strcmp(ids[k - 1], ids[i]) == 0) {
-			free(ids[i]);
-			continue;
+	if (st == MF_OK) {
+		need = xmalloc((ts->n ? ts->n : 1) * sizeof(*need));
+		for (unsigned int i = 0; i < ts->n; i++) {
+			struct touched *t = ts->all[i];
+
+			if (!t->deleted && (t->need_meta || !t->labels))
+				need[nneed++] = t->id;
 		}
-		ids[k++] = ids[i];
+		gone = xcalloc(nneed ? nneed : 1, sizeof(*gone));
+		st = fill_memo(g, need, nneed, true, gone, error_r);
+		for (unsigned int i = 0; st == MF_OK && i < nneed; i++) {
+			if (gone[i])
+				touch(ts, need[i])->deleted = true;
+		}
 	}
-	n = k;
-	gone = xcalloc(n ? n : 1, sizeof(*gone));
-	st = fill_memo(g, ids, n, true, gone, error_r);
 	if (st == MF_OK && sink->begin(sink->ctx, &info) != 0)
 		st = MF_CANCELED;
-	for (unsigned int i = 0; st == MF_OK && i < n; i++) {
-		const struct meta *m = memo_find(g, ids[i]);
+	for (unsigned int i = 0; st == MF_OK && i < ts->n; i++) {
+		const struct touched *t = ts->all[i];
+		const struct meta *m = NULL;
 		int r;
 
-		if (gone[i] || !m || !in_folder(folder, m->labels))
-			r = emit_gone(sink, ids[i]);
-		else
+		if (!t->deleted && (t->need_meta || !t->labels))
+			m = memo_find(g, t->id);
+		if (t->deleted || (m && !in_folder(folder, m->labels)) ||
+		    (!m && !in_folder(folder, t->labels))) {
+			r = emit_gone(sink, t->id);
+		} else if (m) {
 			r = emit(sink, m);
+		} else {
+			struct mf_change ch = { .kind = MF_CHANGE_UPSERT };
+
+			ch.msg.id = t->id;
+			ch.msg.flags = flags_of(t->labels);
+			ch.msg.has_meta = false;
+			r = sink->change(sink->ctx, &ch);
+		}
 		if (r != 0)
 			st = MF_CANCELED;
 	}
@@ -1356,7 +1478,9 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 	else
 		free(hid);
 	free(gone);
-	ids_free(ids, n);
+	free(need);
+	touched_free(ts);
+	free(ts);
 	return st;
 }
 
@@ -1891,7 +2015,7 @@ static void gmail_interrupt(struct mf_backend *be)
 
 const struct mf_backend_ops mf_gmail_backend_ops = {
 	.name = "gmail",
-	.caps = MF_CAP_GLOBAL_IDS,
+	.caps = MF_CAP_GLOBAL_IDS | MF_CAP_BULK_FLAGS,
 	.create = gmail_create,
 	.destroy = gmail_destroy,
 	.connect = gmail_connect,

@@ -342,7 +342,9 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld (%s)", req->method,
 		 req->url, resp->status,
-		 rc == CURLE_OK ? "ok" : curl_easy_strerror(rc));
+		 rc == CURLE_OK ? "ok"
+		 : rc == CURLE_ABORTED_BY_CALLBACK ? "interrupted"
+						   : curl_easy_strerror(rc));
 
 	if (rc == CURLE_OK)
 		return MF_OK;

@@ -198,13 +198,15 @@ class State:
         self.quota_window.append((now, units))
         self.units += units
 
-    def take_fault(self, path, inner):
+    def take_fault(self, path, inner, method=None):
         for f in self.faults:
             if f["count"] <= 0:
                 continue
             if f.get("inner", False) != inner:
                 continue
             if f.get("path") and f["path"] not in path:
+                continue
+            if f.get("method") and method and f["method"] != method:
                 continue
             f["count"] -= 1
             return f
@@ -238,7 +240,7 @@ class Api:
         q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
         s = self.s
         with s.lock:
-            f = s.take_fault(path, inner)
+            f = s.take_fault(path, inner, method)
         if f:
             if f.get("drop"):
                 return "drop"
@@ -550,7 +552,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def batch(self, hdrs, body):
         s = self.server.state
         with s.lock:
-            f = s.take_fault("/batch/gmail/v1", False)
+            f = s.take_fault("/batch/gmail/v1", False, "POST")
         if f:
             if f.get("drop"):
                 return "drop"
@@ -710,8 +712,11 @@ class FakeGmail:
         with self.state.lock:
             self.control("expire_history", {})
 
-    def inject(self, status=None, count=1, path=None, drop=False, inner=False, body=None):
+    def inject(self, status=None, count=1, path=None, drop=False, inner=False, body=None,
+               method=None):
         f = {"count": count, "inner": inner, "drop": drop}
+        if method:
+            f["method"] = method
         if status is not None:
             f["status"] = status
         if path:

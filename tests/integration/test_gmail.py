@@ -156,3 +156,241 @@ def test_first_listing_uses_list_and_batch(fake, gmount):
     # each message's metadata read once although it stands in 3 folders
     assert st["calls"]["messages.get"] == 450, st
     m.check_log()
+
+
+# --------------------------------------------------------------------------
+# 3, 9: incremental sync by history; an expired historyId re-lists
+
+def test_server_changes_appear_within_poll(fake, gmount):
+    work = fake.add_label("Work")
+    ids = fake.seed([{"raw": msg(i), "labels": ["INBOX", "UNREAD"]} for i in range(3)])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "INBOX") == 3, timeout=WAIT)
+    fake.reset_stats()
+    # nothing to do: labels.list + getProfile, 2 units
+    wait_until(lambda: fake.stats()["requests"] >= 4, timeout=WAIT)
+    st = fake.stats()
+    assert set(st["calls"]) <= {"labels.list", "getProfile"}, st
+    # another client: reads one, labels one, trashes one, delivers one
+    fake.modify(ids[0], remove=["UNREAD"], add=["STARRED"])
+    fake.modify(ids[1], add=[work])
+    fake.modify(ids[2], add=["TRASH"])
+    [new] = fake.seed([{"raw": msg(10), "labels": ["INBOX", "UNREAD"]}])
+    inbox = lambda: by_msgid(acct, "INBOX")  # noqa: E731
+    wait_until(lambda: sorted(inbox()) == sorted(
+        ["gm0@example.org", "gm1@example.org", "gm10@example.org"]), timeout=WAIT)
+    wait_until(lambda: parse_name(os.path.basename(inbox()["gm0@example.org"]))[1] == "FS",
+               timeout=WAIT)
+    wait_until(lambda: count(acct, "Work") == 1 and count(acct, "Trash") == 1, timeout=WAIT)
+    st = fake.stats()
+    assert st["calls"].get("history.list", 0) >= 1, st
+    assert st["calls"].get("messages.list", 0) == 0, st     # no full listing
+    # a permanent delete
+    fake.delete(ids[2])
+    wait_until(lambda: count(acct, "Trash") == 0, timeout=WAIT)
+    m.check_log()
+
+
+def test_expired_history_relists_without_refetch(fake, gmount):
+    ids = fake.seed([{"raw": msg(i), "labels": ["INBOX"]} for i in range(5)])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "INBOX") == 5, timeout=WAIT)
+    before = {}
+    for p in messages(acct, "INBOX"):
+        assert read(p) == msg(int(corpus.message_id(read(p))[2:].split("@")[0]))
+        before[os.path.basename(p)] = os.stat(p).st_ino
+    m.stop()
+    fake.modify(ids[0], add=["UNREAD"])
+    fake.expire_history()
+    fake.reset_stats()
+    m.start()
+    wait_until(lambda: fake.stats()["calls"].get("messages.list", 0) >= 1, timeout=WAIT)
+    wait_until(lambda: any(os.path.dirname(p).endswith("new") or
+                           parse_name(os.path.basename(p))[1] == ""
+                           for p in messages(acct, "INBOX")), timeout=WAIT)
+    after = {os.path.basename(p): os.stat(p).st_ino for p in messages(acct, "INBOX")}
+    assert len(after) == 5
+    # same unique names and inodes; no body downloaded again
+    assert sorted(parse_name(n)[0] for n in after) == sorted(parse_name(n)[0] for n in before)
+    assert sorted(after.values()) == sorted(before.values())
+    for p in messages(acct, "INBOX"):
+        read(p)
+    st = fake.stats()
+    assert st["calls"].get("history.list", 0) >= 1, st
+    assert "messages.get" not in st["calls"] or all(
+        s <= 100 for s in st["batch_sizes"]), st
+    assert st["calls"].get("messages.get", 0) == sum(st["batch_sizes"]), st   # metadata only
+    m.expect_log(r"history of .* expired")
+    m.check_log()
+
+
+# --------------------------------------------------------------------------
+# 5: flags
+
+def test_flags_write_back_with_batch_modify(fake, gmount):
+    n = 1000
+    ids = fake.seed([{"raw": msg(i), "labels": ["INBOX", "UNREAD"]} for i in range(n)])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "INBOX") == n, timeout=120)
+    fake.reset_stats()
+    new = os.path.join(m.folder("INBOX"), "new")
+    cur = os.path.join(m.folder("INBOX"), "cur")
+    for name in os.listdir(new):
+        os.rename(os.path.join(new, name), os.path.join(cur, name + ":2,S"))
+    wait_until(lambda: not fake.find(lambda x: "UNREAD" in x.labels), timeout=120)
+    st = fake.stats()
+    assert st["calls"].get("messages.batchModify", 0) <= 2, st
+    assert st["calls"].get("messages.modify", 0) == 0, st
+    # F <-> STARRED; R is kept locally and survives a resync
+    p = messages(acct, "INBOX")[0]
+    mid = ids[int(corpus.message_id(read(p))[2:].split("@")[0])]
+    os.rename(p, os.path.join(cur, parse_name(os.path.basename(p))[0] + ":2,FRS"))
+    wait_until(lambda: "STARRED" in fake.labels_of(mid), timeout=WAIT)
+    fake.modify(mid, add=["UNREAD"])     # another client: unread again
+    wait_until(lambda: any(parse_name(os.path.basename(q))[1] == "FR"
+                           for q in messages(acct, "INBOX")), timeout=WAIT)
+    m.check_log()
+
+
+# --------------------------------------------------------------------------
+# 6: rename, unlink, folders
+
+def test_rename_between_labels_and_unlink(fake, gmount):
+    a = fake.add_label("A")
+    b = fake.add_label("B")
+    ids = fake.seed([
+        {"raw": msg(1), "labels": ["INBOX", a]},
+        {"raw": msg(2), "labels": [a]},
+        {"raw": msg(3), "labels": ["INBOX"]},
+        {"raw": msg(4), "labels": [a, b]},
+        {"raw": msg(5), "labels": []},
+    ])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "A") == 3 and count(acct, "All Mail") == 5, timeout=WAIT)
+    # rename A -> B: label A removed, B added
+    p1 = by_msgid(acct, "A")["gm1@example.org"]
+    os.rename(p1, os.path.join(m.folder("B"), "cur", os.path.basename(p1)))
+    wait_until(lambda: set(fake.labels_of(ids[0])) == {"INBOX", b}, timeout=WAIT)
+    # unlink in a label's folder removes that label (it has another)
+    os.unlink(by_msgid(acct, "A")["gm4@example.org"])
+    wait_until(lambda: fake.labels_of(ids[3]) == [b], timeout=WAIT)
+    # unlink of the last label moves to Trash
+    os.unlink(by_msgid(acct, "A")["gm2@example.org"])
+    wait_until(lambda: "TRASH" in fake.labels_of(ids[1]), timeout=WAIT)
+    # unlink in INBOX archives
+    os.unlink(by_msgid(acct, "INBOX")["gm3@example.org"])
+    wait_until(lambda: fake.labels_of(ids[2]) == [], timeout=WAIT)
+    # unlink in All Mail moves to Trash
+    os.unlink(by_msgid(acct, "All Mail")["gm5@example.org"])
+    wait_until(lambda: "TRASH" in fake.labels_of(ids[4]), timeout=WAIT)
+    # the mount follows
+    wait_until(lambda: count(acct, "Trash") == 2, timeout=WAIT)
+    wait_until(lambda: sorted(by_msgid(acct, "B")) == ["gm1@example.org", "gm4@example.org"],
+               timeout=WAIT)
+    m.check_log()
+
+
+def test_inbox_unlink_trash(fake, gmount):
+    [mid] = fake.seed([{"raw": msg(1), "labels": ["INBOX"]}])
+    m = gmount(fake, inbox_unlink="trash")
+    wait_until(lambda: count(m.acct, "INBOX") == 1, timeout=WAIT)
+    os.unlink(messages(m.acct, "INBOX")[0])
+    wait_until(lambda: "TRASH" in fake.labels_of(mid), timeout=WAIT)
+    m.check_log()
+
+
+def test_folder_ops_are_label_ops(fake, gmount):
+    old = fake.add_label("Old")
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: "Old" in folders(acct), timeout=WAIT)
+    os.mkdir(os.path.join(acct, "Projects"))
+    wait_until(lambda: fake.label_id("Projects") is not None, timeout=WAIT)
+    os.mkdir(os.path.join(acct, "Projects", "Alpha"))
+    wait_until(lambda: fake.label_id("Projects/Alpha") is not None, timeout=WAIT)
+    os.rename(os.path.join(acct, "Old"), os.path.join(acct, "New"))
+    wait_until(lambda: fake.label_id("New") == old, timeout=WAIT)
+    os.rmdir(os.path.join(acct, "Projects", "Alpha"))
+    wait_until(lambda: fake.label_id("Projects/Alpha") is None, timeout=WAIT)
+    m.check_log()
+
+
+# --------------------------------------------------------------------------
+# 7: delivery
+
+def test_delivery_is_messages_insert(fake, gmount):
+    work = fake.add_label("Work")
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: "Work" in folders(acct), timeout=WAIT)
+    raw = msg(42, size_pad=3000)
+    deliver(m.folder("Work"), "delivered.1", raw, dest="cur", flags="FS")
+    wait_until(lambda: fake.find(lambda x: x.raw == raw), timeout=WAIT)
+    [mid] = fake.find(lambda x: x.raw == raw)
+    assert set(fake.labels_of(mid)) == {work, "STARRED"}
+    raw2 = msg(43)
+    deliver(m.folder("INBOX"), "delivered.2", raw2)
+    wait_until(lambda: fake.find(lambda x: x.raw == raw2), timeout=WAIT)
+    [mid2] = fake.find(lambda x: x.raw == raw2)
+    assert set(fake.labels_of(mid2)) == {"INBOX", "UNREAD"}
+    st = fake.stats()
+    assert st["calls"].get("messages.insert") == 2, st
+    # it is in All Mail too, under the same unique name, and not duplicated
+    wait_until(lambda: count(acct, "All Mail") == 2, timeout=WAIT)
+    wait_until(lambda: count(acct, "Work") == 1 and count(acct, "INBOX") == 1, timeout=WAIT)
+    assert read(messages(acct, "Work")[0]) == raw
+    m.check_log()
+
+
+# --------------------------------------------------------------------------
+# 8, 10: quota and faults
+
+def test_rate_limits_and_faults_are_retried(fake, gmount):
+    ids = fake.seed([{"raw": msg(i), "labels": ["INBOX"]} for i in range(20)])
+    fake.inject(status=429, count=2, path="/messages")           # no Retry-After
+    fake.inject(status=403, count=1, path="/labels")              # userRateLimitExceeded
+    fake.inject(status=503, count=1, path="/batch")
+    fake.inject(drop=True, count=1, path="/profile")
+    fake.inject(status=429, count=3, inner=True, path="/messages/")  # inside a batch
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "INBOX") == 20, timeout=90)
+    assert fake.stats()["faults_left"] == 0
+    fake.inject(status=500, count=1, path="/messages/" + ids[0])
+    p = by_msgid(acct, "INBOX")["gm0@example.org"]
+    assert read(p) == msg(0)
+    m.expect_log(r"(cannot fetch|retry|HTTP 5\d\d|throttled)")
+    m.check_log()
+
+
+def test_client_4xx_is_not_retried(fake, gmount):
+    fake.seed([{"raw": msg(1), "labels": ["INBOX"]}])
+    m = gmount(fake)
+    wait_until(lambda: count(m.acct, "INBOX") == 1, timeout=WAIT)
+    fake.inject(status=400, count=5, path="/labels", method="POST",
+                body={"error": {"code": 400, "message": "Invalid label name", "errors": [
+                    {"reason": "invalidArgument", "domain": "global",
+                     "message": "Invalid label name"}]}})
+    os.mkdir(os.path.join(m.acct, "X"))
+    wait_until(lambda: "failed for good" in m.log(), timeout=WAIT)
+    # one request, no retry loop on a 400; the folder goes away again
+    assert fake.stats()["faults_left"] == 4
+    assert fake.label_id("X") is None
+    m.expect_log(r"write-back of operation \d+ .* failed for good: .*HTTP 400")
+    m.check_log()
+
+
+def test_quota_budget_paces_requests(fake, gmount):
+    fake.seed([{"raw": msg(i), "labels": ["INBOX"]} for i in range(150)])
+    with fake.state.lock:
+        fake.state.quota_per_minute = 600       # the fake refuses above this
+    m = gmount(fake, quota_units=600)
+    wait_until(lambda: count(m.acct, "INBOX") == 150, timeout=180)
+    st = fake.stats()
+    # paced by the client: the fake never had to refuse
+    assert st["calls"].get("messages.get") == 150, st
+    m.check_log()
