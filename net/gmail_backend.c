@@ -617,6 +617,24 @@ static void batch_parse(struct batch_item *it, unsigned int count,
 	free(delim);
 }
 
+int gmail_batch_parse(const char *ctype, const char *data, size_t len,
+		      unsigned int count, long *status, char **bodies)
+{
+	struct batch_item *it = xcalloc(count ? count : 1, sizeof(*it));
+	char *b = boundary_of(ctype);
+
+	if (b)
+		batch_parse(it, count, data, len, b);
+	for (unsigned int i = 0; i < count; i++) {
+		status[i] = it[i].status;
+		bodies[i] = it[i].resp;
+		it[i].resp = NULL;
+	}
+	batch_items_free(it, count);
+	free(b);
+	return b ? 0 : -1;
+}
+
 /*
  * Run items through /batch/gmail/v1, at most BATCH_MAX a request. Parts
  * answered with a rate limit or a 5xx (or not at all) are sent again in
@@ -1518,7 +1536,7 @@ static void b64_init(void)
 }
 
 /* base64url (padding optional) to bytes, written to fd. */
-static int b64url_write(const char *s, size_t len, int fd, uint64_t max,
+int gmail_b64url_write(const char *s, size_t len, int fd, uint64_t max,
 			uint64_t *size_r)
 {
 	const signed char *map = b64_map;
@@ -1584,7 +1602,7 @@ static enum mf_status gmail_fetch_body(struct mf_backend *be,
 		json_decref(j);
 		return MF_PROTO;
 	}
-	r = b64url_write(raw, json_string_length(json_object_get(j, "raw")),
+	r = gmail_b64url_write(raw, json_string_length(json_object_get(j, "raw")),
 			 out_fd, max_size, size_r);
 	json_decref(j);
 	if (r < 0) {
