@@ -76,6 +76,7 @@ enum {
 	S_SIBLING,
 	S_SIBLING_BLOB,
 	S_QUEUE_AFTER,
+	S_PASS_BLOB,
 	S_STMT_END,
 };
 
@@ -840,6 +841,27 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 {
 	int ret;
 
+	if (b->info.global_ids && m->blob && m->ruid && b->account) {
+		/*
+		 * The message left this folder but may stand in others
+		 * (a label moved): they keep the body this row had.
+		 */
+		sqlite3_stmt *s = meta_stmt(
+			b->c, S_PASS_BLOB,
+			"UPDATE message SET blob = ? WHERE ruid = ? AND blob IS "
+			"NULL AND rfolder IN (SELECT id FROM folder WHERE "
+			"account = ?)");
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_text(s, 1, m->blob, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, m->ruid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, b->account, -1, SQLITE_STATIC);
+		ret = meta_exec_stmt(b->c, s, "pass blob");
+		if (ret < 0)
+			return ret;
+	}
+
 	switch (m->state) {
 	case MF_MSG_MOVING:
 		/*
@@ -1048,7 +1070,8 @@ static int apply_delta_gone(struct mf_sync_batch *b)
 	bool empties = b->ngone >= b->known_before &&
 		       b->known_before > MASS_EMPTY_MIN;
 
-	if ((empties || (b->ngone > MASS_DELETE_MIN &&
+	if (!b->info.gone_is_relabel &&
+	    (empties || (b->ngone > MASS_DELETE_MIN &&
 			 (uint64_t)b->ngone * 2 > b->known_before)) &&
 	    !accepted(b)) {
 		char *why = xasprintf("the server says %u of %llu messages "

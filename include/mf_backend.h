@@ -146,6 +146,14 @@ struct mf_changes_info {
 	 * (which always lacks them).
 	 */
 	unsigned int local_flags;
+	/*
+	 * A delta whose GONE entries mostly mean "left this folder" (Gmail:
+	 * a label removed; the message stays in All Mail), each one recorded
+	 * by the server's history: the mass-deletion guard, which is there
+	 * for servers that lose a folder's contents, does not hold them
+	 * back (archiving a whole inbox elsewhere is normal).
+	 */
+	bool gone_is_relabel;
 	/* Set by the engine from MF_CAP_GLOBAL_IDS (not by backends). */
 	bool global_ids;
 };

@@ -26,10 +26,12 @@
  *
  * Listing. messages.list per label (500 ids a page), then metadata in
  * batches of at most 100 calls. Metadata read for one folder is kept for
- * MEMO_TTL_MS so that the first listing of a message with five labels
- * reads it once; a folder listed from that memo returns as its cursor
- * the historyId taken before the memo's first read, so nothing that
- * changed since is missed (a later delta replays it).
+ * the rest of the pass over the folders (list_folders starts a new one;
+ * MEMO_TTL_MS at most) so that the first listing of a message with five
+ * labels reads it once, even when the quota makes that pass take many
+ * minutes; a folder listed from that memo returns as its cursor the
+ * historyId taken before the memo's first read, so nothing that changed
+ * since is missed (a later delta replays it).
  *
  * Sizes. Gmail only gives sizeEstimate: listings say size_exact = false
  * and the store treats the size accordingly (see meta_server_name). The
@@ -69,7 +71,7 @@
 #define BATCH_MAX 100		/* calls per batch request (the API's cap) */
 #define MODIFY_MAX 1000		/* ids per batchModify */
 #define LIST_PAGE 500
-#define MEMO_TTL_MS 120000
+#define MEMO_TTL_MS (30 * 60 * 1000)
 #define MEMO_BUCKETS 4096
 #define BATCH_ROUNDS 6		/* tries of a batch part that was throttled */
 #define BODY_JSON_MAX (96u << 20)
@@ -1049,6 +1051,8 @@ static enum mf_status gmail_list_folders(struct mf_backend *be,
 	enum mf_status st;
 	char *hid = NULL;
 
+	/* A new pass over the folders: metadata is read afresh. */
+	memo_clear(g);
 	st = load_labels(g, error_r);
 	if (st == MF_OK)
 		st = profile_hid(g, &hid, error_r);
@@ -1386,7 +1390,8 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 			    char **cursor_r, char **error_r)
 {
 	struct mf_changes_info info = { .snapshot = false,
-					.local_flags = GMAIL_LOCAL_FLAGS };
+					.local_flags = GMAIL_LOCAL_FLAGS,
+					.gone_is_relabel = true };
 	struct touched_set *ts = xcalloc(1, sizeof(*ts));
 	char **need = NULL, *token = NULL, *hid = NULL;
 	unsigned int nneed = 0;

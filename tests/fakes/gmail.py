@@ -361,6 +361,8 @@ class Api:
                 raise ApiError(404, "Requested entity was not found.", "notFound")
             if op is None and method == "GET":
                 fmt = q.get("format", ["full"])[0]
+                if fmt == "raw":
+                    s.calls["messages.get(raw)"] = s.calls.get("messages.get(raw)", 0) + 1
                 return 200, msg.resource(fmt, q.get("metadataHeaders", []))
             if op is None and method == "DELETE":
                 if not s.full_scope:

@@ -226,6 +226,38 @@ def test_expired_history_relists_without_refetch(fake, gmount):
     m.check_log()
 
 
+def test_server_side_moves_keep_name_and_body(fake, gmount):
+    a = fake.add_label("A")
+    b = fake.add_label("B")
+    ids = fake.seed([{"raw": msg(1), "labels": ["INBOX", a]},
+                     {"raw": msg(2), "labels": [a]}])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "A") == 2 and count(acct, "All Mail") == 2, timeout=WAIT)
+    for p in messages(acct, "A"):
+        read(p)
+    u1 = uniq(by_msgid(acct, "A")["gm1@example.org"])
+    u2 = uniq(by_msgid(acct, "A")["gm2@example.org"])
+    fake.reset_stats()
+    fake.modify(ids[0], add=["TRASH"])          # another client trashes it
+    fake.modify(ids[1], add=[b], remove=[a])    # and moves the other A -> B
+    wait_until(lambda: count(acct, "Trash") == 1 and count(acct, "B") == 1, timeout=WAIT)
+    wait_until(lambda: count(acct, "A") == 0 and count(acct, "INBOX") == 0, timeout=WAIT)
+    assert uniq(messages(acct, "Trash")[0]) == u1
+    assert uniq(messages(acct, "B")[0]) == u2
+    assert read(messages(acct, "Trash")[0]) == msg(1)
+    assert read(messages(acct, "B")[0]) == msg(2)
+    assert fake.stats()["calls"].get("messages.get(raw)", 0) == 0
+    # another client archives the whole inbox: not held as a mass deletion
+    more = fake.seed([{"raw": msg(10 + i), "labels": ["INBOX"]} for i in range(6)])
+    wait_until(lambda: count(acct, "INBOX") == 6, timeout=WAIT)
+    for mid in more:
+        fake.modify(mid, remove=["INBOX"])
+    wait_until(lambda: count(acct, "INBOX") == 0, timeout=WAIT)
+    assert count(acct, "All Mail") == 7
+    m.check_log()
+
+
 # --------------------------------------------------------------------------
 # 5: flags
 
