@@ -95,8 +95,9 @@ def main():
     print("  batches: %d (max %d calls)" % (len(first["batch_sizes"]),
                                              max(first["batch_sizes"] or [0])))
     print("resync with nothing to do:")
-    print("  %d HTTP requests, %d quota units (calls %s)" % (resync["requests"],
-                                                             resync["units"], resync["calls"]))
+    print("  %.3f s from its first to its last request, %d HTTP requests, %d quota units "
+          "(calls %s)" % (resync["last_request"] - resync["first_request"], resync["requests"],
+                          resync["units"], resync["calls"]))
     _ = t2
 
 

@@ -131,6 +131,8 @@ class State:
         self.quota_window = []      # (time, units)
         self.full_scope = True
         self.email = "alice@gmail.com"
+        self.first_request = None   # monotonic times, since reset_stats
+        self.last_request = None
 
     # -- history
     def bump(self):
@@ -541,6 +543,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         hdrs = {k.lower(): v for k, v in self.headers.items()}
         with server.state.lock:
             server.state.requests += 1
+            now = time.monotonic()
+            if server.state.first_request is None:
+                server.state.first_request = now
+            server.state.last_request = now
         if self.path.split("?")[0] == "/batch/gmail/v1":
             r = self.batch(hdrs, body)
         else:
@@ -684,12 +690,14 @@ class FakeGmail:
         if op == "stats":
             return {"requests": s.requests, "units": s.units, "calls": dict(s.calls),
                     "batch_sizes": list(s.batch_sizes), "history_id": s.history_id,
-                    "faults_left": sum(f["count"] for f in s.faults)}
+                    "faults_left": sum(f["count"] for f in s.faults),
+                    "first_request": s.first_request, "last_request": s.last_request}
         if op == "reset_stats":
             s.requests = 0
             s.units = 0
             s.calls = {}
             s.batch_sizes = []
+            s.first_request = s.last_request = None
             return {}
         raise KeyError(op)
 
