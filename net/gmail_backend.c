@@ -521,7 +521,7 @@ static const char *find_mem(const char *hay, size_t len, const char *needle)
 {
 	size_t n = strlen(needle);
 
-	return n <= len ? memmem(hay, len, needle, n) : NULL;
+	return hay && n <= len ? memmem(hay, len, needle, n) : NULL;
 }
 
 /* The end of a header block (after its blank line), or NULL. */
