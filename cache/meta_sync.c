@@ -77,6 +77,8 @@ enum {
 	S_SIBLING_BLOB,
 	S_QUEUE_AFTER,
 	S_PASS_BLOB,
+	S_DUP_FIND,
+	S_DUP_DROP,
 	S_STMT_END,
 };
 
@@ -1533,6 +1535,55 @@ int mf_store_moved(int64_t msg, int64_t folder, const char *ruid)
 		ret = landed(c, msg, folder, ruid, m.base_flags);
 	mf_message_clear(&m);
 	return meta_wend(c, ret == -ENOENT ? 0 : ret);
+}
+
+int mf_store_merge_duplicate(int64_t msg)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	bool dup = false;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0 && m.ruid && m.rfolder == m.folder &&
+	    m.dir != MF_DIR_GONE) {
+		s = meta_stmt(c, S_DUP_FIND,
+			      "SELECT 1 FROM message WHERE rfolder = ? AND "
+			      "ruid = ? AND id != ? AND folder = rfolder AND "
+			      "dir != 3 LIMIT 1");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.rfolder);
+			sqlite3_bind_text(s, 2, m.ruid, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, m.id);
+			dup = sqlite3_step(s) == SQLITE_ROW;
+			sqlite3_reset(s);
+		}
+	}
+	if (ret == 0 && dup) {
+		s = meta_stmt(c, S_DUP_DROP,
+			      "UPDATE message SET dir = 3, state = 5, rfolder = "
+			      "0, ruid = NULL, link_name = NULL WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.id);
+			ret = meta_exec_stmt(c, s, "merge duplicate");
+		}
+		if (ret == 0)
+			ret = meta_bump_mtime(c, m.folder, m.dir + 1);
+	}
+	ret = meta_wend(c, ret == -ENOENT ? 0 : ret);
+	if (ret == 0 && dup && meta_notify())
+		meta_notify()->delete_entry(mf_ino_folder(m.folder, m.dir + 1),
+					    (uint64_t)m.id, m.name);
+	mf_message_clear(&m);
+	return ret;
 }
 
 int mf_store_server_gone(int64_t msg)

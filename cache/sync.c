@@ -680,6 +680,9 @@ static enum mf_status run_move(struct mf_engine *e,
 	if (st == MF_OK) {
 		if (mf_store_moved(m->id, to.id, id) < 0)
 			st = MF_TEMP;
+		else if ((e->ops->caps & MF_CAP_GLOBAL_IDS) &&
+			 mf_store_merge_duplicate(m->id) < 0)
+			st = MF_TEMP;
 	} else if (st == MF_GONE) {
 		/* Moved before a crash, or expunged by someone: match it */
 		mf_store_server_gone(m->id);

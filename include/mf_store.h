@@ -358,6 +358,12 @@ int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r);
 int mf_store_appended(int64_t msg, int64_t folder, const char *ruid,
 		      unsigned int flags, const char *blob);
 int mf_store_moved(int64_t msg, int64_t folder, const char *ruid);
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): msg was moved into a folder
+ * that already shows the same server message (a rename into a label the
+ * message already has): the folder keeps its row, msg goes away.
+ */
+int mf_store_merge_duplicate(int64_t msg);
 int mf_store_server_gone(int64_t msg);
 int mf_store_expunged(int64_t msg);
 /*

@@ -326,6 +326,22 @@ def test_rename_between_labels_and_unlink(fake, gmount):
     m.check_log()
 
 
+def test_rename_into_a_label_it_has(fake, gmount):
+    a = fake.add_label("A")
+    b = fake.add_label("B")
+    [mid] = fake.seed([{"raw": msg(1), "labels": [a, b]}])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "A") == 1 and count(acct, "B") == 1, timeout=WAIT)
+    p = messages(acct, "A")[0]
+    os.rename(p, os.path.join(m.folder("B"), "cur", os.path.basename(p)))
+    wait_until(lambda: fake.labels_of(mid) == [b], timeout=WAIT)
+    # one message, one file in B
+    wait_until(lambda: count(acct, "B") == 1 and count(acct, "A") == 0, timeout=WAIT)
+    assert read(messages(acct, "B")[0]) == msg(1)
+    m.check_log()
+
+
 def test_inbox_unlink_trash(fake, gmount):
     [mid] = fake.seed([{"raw": msg(1), "labels": ["INBOX"]}])
     m = gmount(fake, inbox_unlink="trash")
