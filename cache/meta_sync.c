@@ -703,7 +703,7 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_stmt *s = meta_stmt(
 		b->c, S_MATCH,
 		"SELECT " MSG_COLS " FROM message m WHERE folder = ? AND "
-		"msgid IS ? AND size = ? AND dir != 2 AND "
+		"msgid IS ? AND (size = ? OR ?5) AND dir != 2 AND "
 		"((ruid IS NULL AND (state = 6 OR (state = 2 AND EXISTS "
 		"(SELECT 1 FROM queue q WHERE q.message = m.id AND q.op = 2 "
 		"AND q.attempts > 0)) OR (state = 4 AND EXISTS (SELECT 1 "
@@ -721,6 +721,8 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 		sqlite3_bind_text(s, 2, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (int64_t)info->size);
 	sqlite3_bind_int64(s, 4, info->internaldate);
+	/* An estimated size (Gmail) cannot tell messages apart. */
+	sqlite3_bind_int(s, 5, !info->size_exact);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		meta_read_message(s, m);

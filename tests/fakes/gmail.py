@@ -243,7 +243,7 @@ class Api:
         s = self.s
         with s.lock:
             f = s.take_fault(path, inner, method)
-        if f:
+        if f and not f.get("after"):
             if f.get("drop"):
                 return "drop"
             st, b = fault_error(f)
@@ -259,6 +259,8 @@ class Api:
             h = {"Content-Type": "application/json"}
             h.update(e.headers)
             return e.code, h, json.dumps(e.body()).encode()
+        if f:
+            return "cut"        # done, but the answer is lost
         if payload is None:
             return st, {}, b""
         return st, {"Content-Type": "application/json; charset=UTF-8"}, \
@@ -553,6 +555,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
             r = server.api.handle(self.command, self.path, hdrs, body)
         if r == "drop":
             return self._drop()
+        if r == "cut":
+            # Half an answer, then the connection goes: the client saw a
+            # response start (so it cannot resend it on its own) and
+            # never learns the result.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.write(b'{"id":')
+            self.wfile.flush()
+            return self._drop()
         self._send(*r)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_any
@@ -723,8 +736,9 @@ class FakeGmail:
             self.control("expire_history", {})
 
     def inject(self, status=None, count=1, path=None, drop=False, inner=False, body=None,
-               method=None):
-        f = {"count": count, "inner": inner, "drop": drop}
+               method=None, after=False):
+        """after=True: carry the request out, then drop the connection."""
+        f = {"count": count, "inner": inner, "drop": drop, "after": after}
         if method:
             f["method"] = method
         if status is not None:

@@ -9,6 +9,7 @@ wait_until with generous timeouts; nothing is timed.
 
 import os
 import sys
+import time
 
 import pytest
 
@@ -134,6 +135,33 @@ def test_one_message_several_labels_one_body(fake, gmount):
     assert st["calls"].get("messages.get", 0) == 1, st
     blobs = [f for _, _, fs in os.walk(m.cache_dir) for f in fs]
     assert sum(1 for f in blobs if not f.startswith(".")) >= 1
+    m.check_log()
+
+
+def test_system_labels_shown_when_configured(fake, gmount):
+    fake.seed([{"raw": msg(1), "labels": ["CATEGORY_SOCIAL", "IMPORTANT"]}])
+    m = gmount(fake, labels="CATEGORY_SOCIAL IMPORTANT")
+    wait_until(lambda: count(m.acct, "All Mail") == 1, timeout=WAIT)
+    fl = folders(m.acct)
+    assert "CATEGORY_SOCIAL" in fl and "IMPORTANT" in fl and "CHAT" not in fl, fl
+    assert count(m.acct, "CATEGORY_SOCIAL") == 1
+    m.check_log()
+
+
+def test_prefetch_fetches_each_message_once(fake, gmount):
+    a = fake.add_label("A")
+    raws = [msg(i, size_pad=100 * i) for i in range(4)]
+    fake.seed([{"raw": r, "labels": ["INBOX", a]} for r in raws])
+    m = gmount(fake, prefetch="all")
+    acct = m.acct
+    blobs = lambda: [f for _, _, fs in os.walk(m.cache_dir) for f in fs  # noqa: E731
+                     if not f.startswith(".") and len(f) >= 32]
+    wait_until(lambda: len(blobs()) == 4, timeout=WAIT)
+    wait_until(lambda: fake.stats()["calls"].get("messages.get(raw)", 0) == 4, timeout=WAIT)
+    fake.reset_stats()
+    for f in ("INBOX", "A", "All Mail"):
+        assert sorted(read(p) for p in messages(acct, f)) == sorted(raws)
+    assert fake.stats()["calls"].get("messages.get(raw)", 0) == 0
     m.check_log()
 
 
@@ -391,6 +419,28 @@ def test_delivery_is_messages_insert(fake, gmount):
     wait_until(lambda: count(acct, "All Mail") == 2, timeout=WAIT)
     wait_until(lambda: count(acct, "Work") == 1 and count(acct, "INBOX") == 1, timeout=WAIT)
     assert read(messages(acct, "Work")[0]) == raw
+    m.check_log()
+
+
+def test_upload_whose_answer_was_lost_is_not_duplicated(fake, gmount):
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: "INBOX" in folders(acct), timeout=WAIT)
+    fake.inject(path="/upload/", after=True, count=1)
+    raw = msg(7, size_pad=2000)
+    deliver(m.folder("INBOX"), "lost.1", raw, dest="cur", flags="S")
+    wait_until(lambda: fake.stats()["faults_left"] == 0, timeout=WAIT)
+    wait_until(lambda: count(acct, "All Mail") == 1, timeout=WAIT)
+    # the queue retried: it found the upload instead of sending it again
+    wait_until(lambda: "M" in uniq(messages(acct, "INBOX")[0]) or
+               os.path.basename(messages(acct, "INBOX")[0]).startswith("lost.1"), timeout=WAIT)
+    time.sleep(2 * POLL + 1)
+    assert len(fake.find(lambda x: x.raw == raw)) == 1
+    assert fake.stats()["calls"]["messages.insert"] == 1
+    assert "sync: matched" in m.log()
+    assert count(acct, "INBOX") == 1
+    assert read(messages(acct, "INBOX")[0]) == raw
+    m.expect_log(r"(retry|lost|Server returned nothing|Empty reply|upload)")
     m.check_log()
 
 
