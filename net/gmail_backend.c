@@ -1997,14 +1997,69 @@ static enum mf_status gmail_delete_folder(struct mf_backend *be,
 	return st;
 }
 
+static enum mf_status patch_label(struct gmail *g, const char *id,
+				  const char *name, char **error_r)
+{
+	json_t *body = json_object();
+	char *e = mf_http_escape(id);
+	char *p = xasprintf("%s/labels/%s", g->user_path, e);
+	enum mf_status st;
+
+	json_object_set_new(body, "name", json_string(name));
+	st = call_json(g, "PATCH", p, body, U_LABEL_WRITE, true, NULL,
+		       error_r);
+	json_decref(body);
+	free(p);
+	free(e);
+	return st;
+}
+
+/*
+ * Gmail nests labels by name only: renaming "Work" leaves "Work/Projects"
+ * where it was. Rename the children too, as a directory rename does.
+ */
+static enum mf_status rename_children(struct gmail *g, const char *id,
+				      const char *new_name, char **error_r)
+{
+	const char *old_name = NULL;
+	enum mf_status st = MF_OK;
+	size_t n;
+
+	for (unsigned int i = 0; i < g->nlabels; i++) {
+		if (strcmp(g->labels[i].id, id) == 0)
+			old_name = g->labels[i].name;
+	}
+	if (!old_name)
+		return MF_OK;	/* not listed yet: no children known */
+	n = strlen(old_name);
+	for (unsigned int i = 0; i < g->nlabels && st == MF_OK; i++) {
+		const struct label *l = &g->labels[i];
+		char *child;
+
+		if (l->system || strncmp(l->name, old_name, n) != 0 ||
+		    l->name[n] != '/')
+			continue;
+		child = xasprintf("%s%s", new_name, l->name + n);
+		st = patch_label(g, l->id, child, error_r);
+		free(child);
+	}
+	if (st == MF_OK) {
+		char *err = NULL;
+
+		/* The names changed: list them again (best effort). */
+		if (load_labels(g, &err) != MF_OK)
+			free(err);
+	}
+	return st;
+}
+
 static enum mf_status gmail_rename_folder(struct mf_backend *be,
 					  const char *remote,
 					  const char *new_path,
 					  char **remote_r, char **error_r)
 {
 	struct gmail *g = G(be);
-	char *e, *p, *name;
-	json_t *body;
+	char *name;
 	enum mf_status st;
 
 	*remote_r = NULL;
@@ -2013,17 +2068,11 @@ static enum mf_status gmail_rename_folder(struct mf_backend *be,
 		return MF_NOTSUP;
 	}
 	name = label_name(new_path);
-	body = json_object();
-	json_object_set_new(body, "name", json_string(name));
-	e = mf_http_escape(remote);
-	p = xasprintf("%s/labels/%s", g->user_path, e);
-	st = call_json(g, "PATCH", p, body, U_LABEL_WRITE, true, NULL,
-		       error_r);
-	if (st == MF_OK)
+	st = patch_label(g, remote, name, error_r);
+	if (st == MF_OK) {
 		*remote_r = xstrdup(remote);	/* the id stays */
-	json_decref(body);
-	free(p);
-	free(e);
+		st = rename_children(g, remote, name, error_r);
+	}
 	free(name);
 	return st;
 }

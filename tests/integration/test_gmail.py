@@ -392,6 +392,14 @@ def test_folder_ops_are_label_ops(fake, gmount):
     wait_until(lambda: fake.label_id("New") == old, timeout=WAIT)
     os.rmdir(os.path.join(acct, "Projects", "Alpha"))
     wait_until(lambda: fake.label_id("Projects/Alpha") is None, timeout=WAIT)
+    # a parent's rename carries its children (Gmail nests by name only)
+    child = fake.add_label("New/Child")
+    wait_until(lambda: "New/Child" in folders(acct), timeout=WAIT)
+    os.rename(os.path.join(acct, "New"), os.path.join(acct, "Renamed"))
+    wait_until(lambda: fake.label_id("Renamed/Child") == child, timeout=WAIT)
+    wait_until(lambda: fake.label_id("Renamed") == old, timeout=WAIT)
+    time.sleep(2 * POLL + 1)
+    assert "Renamed/Child" in folders(acct) and "New" not in folders(acct), folders(acct)
     m.check_log()
 
 
