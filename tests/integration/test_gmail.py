@@ -75,7 +75,7 @@ def test_labels_are_folders(fake, gmount):
     work = fake.add_label("Work")
     fake.add_label("Work/Projects")
     proj = fake.label_id("Work/Projects")
-    ids = fake.seed([
+    fake.seed([
         {"raw": msg(1), "labels": ["INBOX", "UNREAD"]},
         {"raw": msg(2), "labels": ["INBOX", work, "STARRED"]},
         {"raw": msg(3), "labels": [proj]},
