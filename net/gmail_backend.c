@@ -361,9 +361,21 @@ static enum mf_status status_of(const struct mf_http_resp *resp,
 
 	if (st == MF_OK)
 		return MF_OK;
+	error_reason(resp->body.data, reason, sizeof(reason));
 	if (resp->status == 403 && rate_limited(403, resp->body.data))
 		st = MF_TEMP;
-	error_reason(resp->body.data, reason, sizeof(reason));
+	else if (resp->status == 403 &&
+		 (strcmp(reason, "insufficientPermissions") == 0 ||
+		  strcmp(reason, "PERMISSION_DENIED") == 0)) {
+		/* This call needs a scope the token lacks (delete needs
+		   https://mail.google.com/): the call fails, the account
+		   does not. */
+		*error_r = xasprintf("%s: HTTP 403 %s (the token lacks the "
+				     "scope, e.g. https://mail.google.com/ "
+				     "for deleting from Trash)",
+				     what, reason);
+		return MF_PROTO;
+	}
 	*error_r = xasprintf("%s: HTTP %ld%s%s", what, resp->status,
 			     reason[0] ? " " : "", reason);
 	return st;

@@ -379,6 +379,27 @@ def test_inbox_unlink_trash(fake, gmount):
     m.check_log()
 
 
+def test_delete_from_trash_needs_full_scope(fake, gmount):
+    ids = fake.seed([{"raw": msg(1), "labels": ["TRASH"]},
+                     {"raw": msg(2), "labels": ["TRASH"]}])
+    m = gmount(fake)
+    acct = m.acct
+    wait_until(lambda: count(acct, "Trash") == 2, timeout=WAIT)
+    os.unlink(by_msgid(acct, "Trash")["gm1@example.org"])
+    wait_until(lambda: fake.labels_of(ids[0]) is None, timeout=WAIT)    # deleted for good
+    with fake.state.lock:
+        fake.state.full_scope = False
+    os.unlink(by_msgid(acct, "Trash")["gm2@example.org"])
+    wait_until(lambda: "failed for good" in m.log(), timeout=WAIT)
+    assert fake.labels_of(ids[1]) == ["TRASH"]
+    # the message comes back on the mount; the account keeps working
+    wait_until(lambda: count(acct, "Trash") == 1, timeout=WAIT)
+    fake.seed([{"raw": msg(3), "labels": ["INBOX"]}])
+    wait_until(lambda: count(acct, "INBOX") == 1, timeout=WAIT)
+    m.expect_log(r"write-back of operation \d+ .* failed for good: .*HTTP 403")
+    m.check_log()
+
+
 def test_folder_ops_are_label_ops(fake, gmount):
     old = fake.add_label("Old")
     m = gmount(fake)
