@@ -482,6 +482,7 @@ def test_rate_limits_and_faults_are_retried(fake, gmount):
     fake.inject(status=403, count=1, path="/labels")              # userRateLimitExceeded
     fake.inject(status=503, count=1, path="/batch")
     fake.inject(drop=True, count=1, path="/profile")
+    fake.inject(status=401, count=1, path="/messages", method="GET")  # token refreshed
     fake.inject(status=429, count=3, inner=True, path="/messages/")  # inside a batch
     m = gmount(fake)
     acct = m.acct
