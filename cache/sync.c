@@ -1426,7 +1426,10 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 
 	pthread_mutex_lock(&e->lock);
 	mf_buf_printf(out, "account %s (%s %s): %s\n", e->acct->name,
-		      e->acct->type, e->acct->tunnel ? "tunnel" : e->acct->host,
+		      e->acct->type,
+		      e->acct->tunnel ? "tunnel"
+		      : e->acct->host ? e->acct->host
+		      : e->acct->user ? e->acct->user : "-",
 		      e->state ? e->state : "starting");
 	last = e->last_sync_ns;
 	prefetched = e->prefetched_total;

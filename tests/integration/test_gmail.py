@@ -8,6 +8,7 @@ wait_until with generous timeouts; nothing is timed.
 """
 
 import os
+import subprocess
 import sys
 import time
 
@@ -15,7 +16,7 @@ import pytest
 
 import corpus
 from util import wait_until, messages, count, folders, read, deliver, parse_name, \
-    fuse_skip_reason
+    fuse_skip_reason, mailfs_binary
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "fakes"))
@@ -107,6 +108,10 @@ def test_labels_are_folders(fake, gmount):
     assert os.path.basename(os.path.dirname(p1)) == "new"
     assert parse_name(os.path.basename(p2))[1] == "FS"
     assert read(p2) == msg(2)
+    r = subprocess.run([mailfs_binary(), "--status", m.mnt], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30)
+    out = r.stdout.decode()
+    assert "account test (gmail alice@gmail.com)" in out, out
     m.check_log()
 
 
