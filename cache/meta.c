@@ -598,6 +598,7 @@ enum {
 	S_BUMP_CUR,
 	S_BUMP_NEW,
 	S_BUMP_TMP,
+	S_FORGET_SERVER,
 	S_STMT_COUNT_META,
 };
 
@@ -976,9 +977,15 @@ void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 {
 	char uniq[96];
 
-	snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
-		 (long long)internaldate, (long long)id,
-		 (unsigned long long)size);
+	/* size 0: not known exactly (Gmail's sizeEstimate); a ",S=" must
+	   not claim it (see DESIGN.md, sizes). */
+	if (size)
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
+			 (long long)internaldate, (long long)id,
+			 (unsigned long long)size);
+	else
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
+			 (long long)internaldate, (long long)id);
 	if (mf_maildir_format(uniq, flags, "", dir == MF_DIR_CUR, buf,
 			      size_buf) < 0)
 		snprintf(buf, size_buf, "%s", uniq);
@@ -1347,6 +1354,34 @@ static int unlink_row(struct meta_conn *c, struct mf_message *m,
 	return ret;
 }
 
+/*
+ * Two rows of one server message: the same account-global id under the
+ * same unique name part (only a backend with MF_CAP_GLOBAL_IDS gives two
+ * rows one unique part; see meta_sync.c insert_new).
+ */
+static bool same_server_message(const struct mf_message *a,
+				const struct mf_message *b)
+{
+	struct mf_maildir_name na, nb;
+
+	return a->ruid && b->ruid && strcmp(a->ruid, b->ruid) == 0 &&
+	       mf_maildir_parse(a->name, &na) == 0 &&
+	       mf_maildir_parse(b->name, &nb) == 0 &&
+	       strcmp(na.uniq, nb.uniq) == 0;
+}
+
+static int forget_server(struct meta_conn *c, int64_t id)
+{
+	sqlite3_stmt *s = meta_stmt(c, S_FORGET_SERVER,
+				    "UPDATE message SET rfolder = 0, ruid = "
+				    "NULL WHERE id = ?");
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return meta_exec_stmt(c, s, "forget server");
+}
+
 int mf_store_rename_message(int64_t msg_id, const char *src_name,
 			    int64_t dst_folder, int dst_dir,
 			    const char *dst_name, bool noreplace,
@@ -1398,8 +1433,15 @@ int mf_store_rename_message(int64_t msg_id, const char *src_name,
 			goto out;
 		}
 		ret = mf_store_message_get(other, &victim);
-		if (ret == 0)
+		if (ret == 0 && same_server_message(&m, &victim)) {
+			/* Gmail: a rename into a label the message has. The
+			   target row goes; the server keeps the message. */
+			ret = drop_local_message(c, victim.id);
+			if (ret == 0)
+				ret = forget_server(c, victim.id);
+		} else if (ret == 0) {
 			ret = unlink_row(c, &victim, account, MF_DELETE_TRASH);
+		}
 		if (ret < 0)
 			goto out;
 	}

@@ -73,10 +73,16 @@ enum {
 	S_REQUEUE_INS,
 	S_REQUEUE_DEL,
 	S_HAS_MKDIR,
+	S_SIBLING,
+	S_SIBLING_BLOB,
+	S_QUEUE_AFTER,
+	S_PASS_BLOB,
+	S_DUP_FIND,
+	S_DUP_DROP,
 	S_STMT_END,
 };
 
-_Static_assert(S_STMT_END <= 128, "meta_sync.c statement indexes");
+_Static_assert(S_STMT_END <= 112, "meta_sync.c statement indexes (meta_blob.c starts at 112)");
 
 /* ---- folders ---- */
 
@@ -637,6 +643,9 @@ static int apply_known(struct mf_sync_batch *b, struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
+	/* Bits the server cannot store keep the local value (Gmail). */
+	server = (server & ~b->info.local_flags) |
+		 (m->base_flags & b->info.local_flags);
 	/* Bits changed locally since the base keep the local value. */
 	merged = (local & (local ^ m->base_flags)) |
 		 (server & ~(local ^ m->base_flags));
@@ -700,7 +709,7 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_stmt *s = meta_stmt(
 		b->c, S_MATCH,
 		"SELECT " MSG_COLS " FROM message m WHERE folder = ? AND "
-		"msgid IS ? AND size = ? AND dir != 2 AND "
+		"msgid IS ? AND (size = ? OR ?5) AND dir != 2 AND "
 		"((ruid IS NULL AND (state = 6 OR (state = 2 AND EXISTS "
 		"(SELECT 1 FROM queue q WHERE q.message = m.id AND q.op = 2 "
 		"AND q.attempts > 0)) OR (state = 4 AND EXISTS (SELECT 1 "
@@ -718,6 +727,8 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 		sqlite3_bind_text(s, 2, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (int64_t)info->size);
 	sqlite3_bind_int64(s, 4, info->internaldate);
+	/* An estimated size (Gmail) cannot tell messages apart. */
+	sqlite3_bind_int(s, 5, !info->size_exact);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		meta_read_message(s, m);
@@ -744,24 +755,68 @@ static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
 	return meta_exec_stmt(c, s, "set server");
 }
 
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): the row of the same message in
+ * another folder of the account, for its unique name part, size and body.
+ */
+static int find_sibling(struct mf_sync_batch *b, const char *ruid,
+			struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_SIBLING,
+		"SELECT " MSG_COLS " FROM message WHERE rfolder IN (SELECT id "
+		"FROM folder WHERE account = ?) AND rfolder != ? AND ruid = ? "
+		"AND state != 5 ORDER BY blob IS NULL, id LIMIT 1");
+	int rc;
+
+	if (!s || !b->account)
+		return -EIO;
+	sqlite3_bind_text(s, 1, b->account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_text(s, 3, ruid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "sibling");
+}
+
 static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
 		      int64_t *id_r)
 {
 	char name[MF_NAME_MAX + 1];
 	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
 	int64_t id = meta_next_message_id(b->c);
+	struct mf_message sib;
+	struct mf_maildir_name sn;
+	uint64_t size = info->size;
 	sqlite3_stmt *s;
 	int ret;
 
 	if (id < 0)
 		return -EIO;
-	meta_server_name(id, info->internaldate, info->size, info->flags, dir,
-			 name, sizeof(name));
+	/* An estimate (Gmail's sizeEstimate) stays out of the name. */
+	meta_server_name(id, info->internaldate, info->size_exact ? size : 0,
+			 info->flags, dir, name, sizeof(name));
+	memset(&sib, 0, sizeof(sib));
+	if (b->info.global_ids && find_sibling(b, info->id, &sib) == 0 &&
+	    mf_maildir_parse(sib.name, &sn) == 0 &&
+	    mf_maildir_format(sn.uniq, info->flags, "", dir == MF_DIR_CUR,
+			      name, sizeof(name)) == 0) {
+		/* One message in several folders: one unique part, one
+		   body (fetched once), the size the sibling knows. */
+		size = sib.size;
+	} else {
+		mf_message_clear(&sib);
+		memset(&sib, 0, sizeof(sib));
+	}
 	s = meta_stmt(b->c, S_INSERT_MSG,
 		      "INSERT INTO message (id, folder, dir, name, rfolder, "
 		      "ruid, flags, base_flags, size, internaldate, ctime, "
-		      "msgid, state, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		      "?, ?, ?, 0, ?)");
+		      "msgid, state, gen, blob) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+		      "?, ?, ?, ?, 0, ?, ?)");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
@@ -772,13 +827,16 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_bind_text(s, 6, info->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 7, (int)(info->flags & MF_FLAG_ALL));
 	sqlite3_bind_int(s, 8, (int)(info->flags & MF_FLAG_ALL));
-	sqlite3_bind_int64(s, 9, (int64_t)info->size);
+	sqlite3_bind_int64(s, 9, (int64_t)size);
 	sqlite3_bind_int64(s, 10, info->internaldate);
 	sqlite3_bind_int64(s, 11, mf_now_ns());
 	if (info->message_id)
 		sqlite3_bind_text(s, 12, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 13, b->gen);
+	if (sib.blob)
+		sqlite3_bind_text(s, 14, sib.blob, -1, SQLITE_TRANSIENT);
 	ret = meta_exec_stmt(b->c, s, "insert message");
+	mf_message_clear(&sib);
 	if (ret < 0)
 		return ret;
 	*id_r = id;
@@ -794,6 +852,27 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
 static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 {
 	int ret;
+
+	if (b->info.global_ids && m->blob && m->ruid && b->account) {
+		/*
+		 * The message left this folder but may stand in others
+		 * (a label moved): they keep the body this row had.
+		 */
+		sqlite3_stmt *s = meta_stmt(
+			b->c, S_PASS_BLOB,
+			"UPDATE message SET blob = ? WHERE ruid = ? AND blob IS "
+			"NULL AND rfolder IN (SELECT id FROM folder WHERE "
+			"account = ?)");
+
+		if (!s)
+			return -EIO;
+		sqlite3_bind_text(s, 1, m->blob, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, m->ruid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, b->account, -1, SQLITE_STATIC);
+		ret = meta_exec_stmt(b->c, s, "pass blob");
+		if (ret < 0)
+			return ret;
+	}
 
 	switch (m->state) {
 	case MF_MSG_MOVING:
@@ -1009,7 +1088,8 @@ static int apply_delta_gone(struct mf_sync_batch *b)
 	bool empties = b->ngone >= b->known_before &&
 		       b->known_before > MASS_EMPTY_MIN;
 
-	if ((empties || (b->ngone > MASS_DELETE_MIN &&
+	if (!b->info.gone_is_relabel &&
+	    (empties || (b->ngone > MASS_DELETE_MIN &&
 			 (uint64_t)b->ngone * 2 > b->known_before)) &&
 	    !accepted(b)) {
 		char *why = xasprintf("the server says %u of %llu messages "
@@ -1127,6 +1207,40 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e)
 	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "queue first");
 }
 
+int mf_store_queue_flags_run(const char *account, int64_t after,
+			     unsigned int max, int64_t *entries,
+			     int64_t *msgs, unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_AFTER,
+		      "SELECT id, op, message, attempts, next_try FROM queue "
+		      "WHERE account = ? AND id > ? ORDER BY id LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, (int)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		/* Only a run of fresh flag changes: order stays as queued. */
+		if (sqlite3_column_int(s, 1) != MF_OP_FLAGS ||
+		    sqlite3_column_int(s, 3) != 0 ||
+		    sqlite3_column_int64(s, 4) != 0)
+			break;
+		entries[*n_r] = sqlite3_column_int64(s, 0);
+		msgs[(*n_r)++] = sqlite3_column_int64(s, 2);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE
+		       ? 0
+		       : meta_dberr(c, "queue run");
+}
+
 static int queue_update(unsigned int idx, const char *sql, int64_t entry,
 			int64_t arg, const char *text)
 {
@@ -1224,8 +1338,10 @@ static int restore_row(struct meta_conn *c, const struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
-	meta_server_name(m->id, m->internaldate, m->size, flags, dir, name,
-			 sizeof(name));
+	/* A size from an estimate (no ",S=" in the name) stays out. */
+	meta_server_name(m->id, m->internaldate,
+			 m->blob || strstr(m->name, ",S=") ? m->size : 0,
+			 flags, dir, name, sizeof(name));
 	s = meta_stmt(c, S_UPDATE_FLAGS,
 		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
 		      "dir = ?, name = ? WHERE id = ?");
@@ -1437,6 +1553,55 @@ int mf_store_moved(int64_t msg, int64_t folder, const char *ruid)
 	return meta_wend(c, ret == -ENOENT ? 0 : ret);
 }
 
+int mf_store_merge_duplicate(int64_t msg)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	bool dup = false;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0 && m.ruid && m.rfolder == m.folder &&
+	    m.dir != MF_DIR_GONE) {
+		s = meta_stmt(c, S_DUP_FIND,
+			      "SELECT 1 FROM message WHERE rfolder = ? AND "
+			      "ruid = ? AND id != ? AND folder = rfolder AND "
+			      "dir != 3 LIMIT 1");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.rfolder);
+			sqlite3_bind_text(s, 2, m.ruid, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, m.id);
+			dup = sqlite3_step(s) == SQLITE_ROW;
+			sqlite3_reset(s);
+		}
+	}
+	if (ret == 0 && dup) {
+		s = meta_stmt(c, S_DUP_DROP,
+			      "UPDATE message SET dir = 3, state = 5, rfolder = "
+			      "0, ruid = NULL, link_name = NULL WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.id);
+			ret = meta_exec_stmt(c, s, "merge duplicate");
+		}
+		if (ret == 0)
+			ret = meta_bump_mtime(c, m.folder, m.dir + 1);
+	}
+	ret = meta_wend(c, ret == -ENOENT ? 0 : ret);
+	if (ret == 0 && dup && meta_notify())
+		meta_notify()->delete_entry(mf_ino_folder(m.folder, m.dir + 1),
+					    (uint64_t)m.id, m.name);
+	mf_message_clear(&m);
+	return ret;
+}
+
 int mf_store_server_gone(int64_t msg)
 {
 	struct meta_conn *c = meta_wbegin();
@@ -1479,6 +1644,33 @@ int mf_store_expunged(int64_t msg)
 	return meta_wend(c, ret);
 }
 
+int mf_store_sibling_blob(int64_t msg, char **blob_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*blob_r = NULL;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_SIBLING_BLOB,
+		      "SELECT o.blob FROM message m JOIN folder f ON f.id = "
+		      "m.rfolder JOIN message o ON o.rfolder IN (SELECT id "
+		      "FROM folder WHERE account = f.account) AND o.ruid = "
+		      "m.ruid WHERE m.id = ? AND o.id != m.id AND o.blob IS "
+		      "NOT NULL LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, msg);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
+		*blob_r = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return *blob_r ? 0 : -ENOENT;
+	return meta_dberr(c, "sibling blob");
+}
+
 int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 		      bool *size_changed_r)
 {
@@ -1505,7 +1697,9 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 			sqlite3_bind_int64(s, 3, msg);
 			ret = meta_exec_stmt(c, s, "set blob");
 		}
-		if (*size_changed_r)
+		/* A size from an estimate (no ",S=" in the name) is
+		   expected to be off. */
+		if (*size_changed_r && strstr(m.name, ",S="))
 			mf_warn("message %lld: the server announced %llu "
 				"bytes and sent %llu", (long long)msg,
 				(unsigned long long)m.size,

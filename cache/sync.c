@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,15 +188,18 @@ static int64_t backoff_ms(int attempts)
 struct sync_ctx {
 	int64_t folder;
 	struct mf_sync_batch *batch;
+	bool global_ids;
 };
 
 static int sink_begin(void *ctx, const struct mf_changes_info *info)
 {
 	struct sync_ctx *sc = ctx;
+	struct mf_changes_info i = *info;
 
 	if (sc->batch)
 		return 0;
-	return mf_sync_batch_begin(sc->folder, info, &sc->batch) < 0 ? -1 : 0;
+	i.global_ids = sc->global_ids;
+	return mf_sync_batch_begin(sc->folder, &i, &sc->batch) < 0 ? -1 : 0;
 }
 
 static int sink_change(void *ctx, const struct mf_change *ch)
@@ -212,7 +216,10 @@ static enum mf_status sync_folder(struct mf_engine *e, struct mf_backend *be,
 {
 	struct mf_changes_hint hint = { .cursor = f->cursor };
 	struct mf_changes_sink sink = { sink_begin, sink_change, NULL };
-	struct sync_ctx sc = { .folder = f->id };
+	struct sync_ctx sc = {
+		.folder = f->id,
+		.global_ids = (e->ops->caps & MF_CAP_GLOBAL_IDS) != 0,
+	};
 	char *cursor = NULL, *err = NULL;
 	enum mf_status st;
 	int ret;
@@ -471,6 +478,96 @@ static enum mf_status run_flags(struct mf_engine *e,
 	return more ? MF_TEMP : MF_OK;
 }
 
+#define BULK_FLAGS_MAX 1000
+
+/*
+ * MF_CAP_BULK_FLAGS: the flag changes queued right after q that make the
+ * same change in the same server folder go in the same request. Those
+ * entries are finished here; q's status is returned as run_flags does.
+ */
+static enum mf_status run_flags_bulk(struct mf_engine *e,
+				     const struct mf_queue_entry *q,
+				     const struct mf_message *m, char **err)
+{
+	int64_t *entries = xcalloc(BULK_FLAGS_MAX, sizeof(*entries));
+	int64_t *msgs = xcalloc(BULK_FLAGS_MAX, sizeof(*msgs));
+	struct mf_message *rows = xcalloc(BULK_FLAGS_MAX, sizeof(*rows));
+	const char **ids = xcalloc(BULK_FLAGS_MAX, sizeof(*ids));
+	unsigned int *with = xcalloc(BULK_FLAGS_MAX, sizeof(*with));
+	unsigned int n = 0, k = 0, add, remove;
+	struct mf_folder rf;
+	enum mf_status st;
+	bool more = false;
+
+	memset(&rf, 0, sizeof(rf));
+	add = m->flags & ~m->base_flags;
+	remove = m->base_flags & ~m->flags;
+	if (!m->ruid || m->state == MF_MSG_EXPUNGED || (!add && !remove) ||
+	    mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
+		st = run_flags(e, m, err);
+		goto out;
+	}
+	ids[k++] = m->ruid;
+	/*
+	 * A mail reader marking a thousand messages read renames a thousand
+	 * files one by one: let the run settle (while it grows, up to 5 s)
+	 * so that it goes in one request rather than in many small ones.
+	 */
+	for (unsigned int tries = 0, prev = ~0u; tries < 50; tries++) {
+		mf_store_queue_flags_run(e->acct->name, q->id,
+					 BULK_FLAGS_MAX - 1, entries, msgs, &n);
+		if (n == prev || n >= BULK_FLAGS_MAX - 1 ||
+		    nap(e, &e->push_cond, 100))
+			break;
+		prev = n;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		struct mf_message *r = &rows[i];
+
+		if (mf_store_message_get(msgs[i], r) < 0)
+			continue;
+		if (!r->ruid || r->state == MF_MSG_EXPUNGED ||
+		    r->rfolder != m->rfolder ||
+		    (r->flags & ~r->base_flags) != add ||
+		    (r->base_flags & ~r->flags) != remove)
+			continue;
+		with[k - 1] = i;
+		ids[k++] = r->ruid;
+	}
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, k, add, remove,
+			       err);
+	if (st == MF_OK) {
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, k);
+		for (unsigned int j = 0; j + 1 < k; j++) {
+			const struct mf_message *r = &rows[with[j]];
+			bool again = false;
+
+			/* Changed again meanwhile: its entry runs again. */
+			if (mf_store_flags_pushed(r->id, r->flags, &again) == 0 &&
+			    !again)
+				mf_store_queue_done(entries[with[j]]);
+		}
+		if (mf_store_flags_pushed(m->id, m->flags, &more) < 0 || more)
+			st = MF_TEMP;
+	} else if (st == MF_GONE) {
+		/* One of them is gone: each on its own finds which. */
+		free(*err);
+		*err = NULL;
+		st = run_flags(e, m, err);
+	}
+out:
+	for (unsigned int i = 0; i < n; i++)
+		mf_message_clear(&rows[i]);
+	mf_folder_clear(&rf);
+	free(entries);
+	free(msgs);
+	free(rows);
+	free(ids);
+	free(with);
+	return st;
+}
+
 /*
  * The folder a move or upload goes to has no server name: wait behind
  * its CREATE if one is queued, else give up (it will not appear).
@@ -589,6 +686,9 @@ static enum mf_status run_move(struct mf_engine *e,
 			  err);
 	if (st == MF_OK) {
 		if (mf_store_moved(m->id, to.id, id) < 0)
+			st = MF_TEMP;
+		else if ((e->ops->caps & MF_CAP_GLOBAL_IDS) &&
+			 mf_store_merge_duplicate(m->id) < 0)
 			st = MF_TEMP;
 	} else if (st == MF_GONE) {
 		/* Moved before a crash, or expunged by someone: match it */
@@ -750,7 +850,9 @@ static int64_t drain_queue(struct mf_engine *e)
 		}
 		switch (q.op) {
 		case MF_OP_FLAGS:
-			st = run_flags(e, &m, &err);
+			st = (e->ops->caps & MF_CAP_BULK_FLAGS)
+				     ? run_flags_bulk(e, &q, &m, &err)
+				     : run_flags(e, &m, &err);
 			break;
 		case MF_OP_APPEND:
 			st = run_append(e, &q, &m, &err);
@@ -965,6 +1067,26 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 	if (!m.ruid || mf_store_folder_get(m.rfolder, &rf) < 0 || !rf.remote) {
 		ret = -EIO;
 		goto out;
+	}
+	if (e->ops->caps & MF_CAP_GLOBAL_IDS) {
+		/* The same message in another folder may have its body. */
+		char *blob = NULL;
+		struct stat bst;
+
+		if (mf_store_sibling_blob(m.id, &blob) == 0 &&
+		    (fd = mf_blob_open(blob)) >= 0) {
+			ret = fstat(fd, &bst) < 0 ? -errno : 0;
+			close(fd);
+			if (ret == 0)
+				ret = mf_store_set_blob(m.id, blob,
+							(uint64_t)bst.st_size,
+							&size_changed);
+			free(blob);
+			if (ret == 0)
+				goto out;
+		} else {
+			free(blob);
+		}
 	}
 	ret = mf_blob_tmp(&fd, &path);
 	if (ret < 0) {
@@ -1368,7 +1490,10 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 
 	pthread_mutex_lock(&e->lock);
 	mf_buf_printf(out, "account %s (%s %s): %s\n", e->acct->name,
-		      e->acct->type, e->acct->tunnel ? "tunnel" : e->acct->host,
+		      e->acct->type,
+		      e->acct->tunnel ? "tunnel"
+		      : e->acct->host ? e->acct->host
+		      : e->acct->user ? e->acct->user : "-",
 		      e->state ? e->state : "starting");
 	last = e->last_sync_ns;
 	prefetched = e->prefetched_total;

@@ -235,6 +235,22 @@ static void fill_message(struct stat *st, const struct mf_message *m)
 	}
 }
 
+/*
+ * How long the kernel may keep a message's attributes. 0 while being
+ * written, and while the size is only the server's estimate (Gmail's
+ * sizeEstimate: no ",S=" in the name and no body yet), so that the size
+ * after open() (which fetches the body) is the exact one
+ * (fuse-prior-art.md 2.9).
+ */
+static double message_attr_timeout(const struct mf_message *m)
+{
+	if (m->state == MF_MSG_TMP)
+		return 0;
+	if (m->ruid && !m->blob && !strstr(m->name, ",S="))
+		return 0;
+	return fsopt.attr_timeout;
+}
+
 /* Attributes of any inode. Returns 0 or -errno; *timeout_r for replies. */
 static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 {
@@ -278,7 +294,7 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 		if (ret < 0)
 			return ret;
 		fill_message(st, &m);
-		*timeout_r = m.state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+		*timeout_r = message_attr_timeout(&m);
 		mf_message_clear(&m);
 		return 0;
 	}
@@ -292,7 +308,7 @@ static void entry_from_message(const struct mf_message *m,
 	memset(e, 0, sizeof(*e));
 	fill_message(&e->attr, m);
 	e->ino = (fuse_ino_t)m->id;
-	e->attr_timeout = m->state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+	e->attr_timeout = message_attr_timeout(m);
 	e->entry_timeout = fsopt.entry_timeout;
 }
 

@@ -143,6 +143,22 @@ struct mf_change {
 struct mf_changes_info {
 	bool snapshot;
 	bool reset;
+	/*
+	 * MF_FLAG_* the server cannot store (Gmail: R, P, T). The store
+	 * keeps its own value of these bits instead of taking the server's
+	 * (which always lacks them).
+	 */
+	unsigned int local_flags;
+	/*
+	 * A delta whose GONE entries mostly mean "left this folder" (Gmail:
+	 * a label removed; the message stays in All Mail), each one recorded
+	 * by the server's history: the mass-deletion guard, which is there
+	 * for servers that lose a folder's contents, does not hold them
+	 * back (archiving a whole inbox elsewhere is normal).
+	 */
+	bool gone_is_relabel;
+	/* Set by the engine from MF_CAP_GLOBAL_IDS (not by backends). */
+	bool global_ids;
 };
 
 /*
@@ -287,6 +303,18 @@ struct mf_backend_ops {
 };
 
 #define MF_CAP_PUSH	(1u << 0)	/* wait_push works */
+/*
+ * A message id names the message in the whole account, not in one
+ * folder (Gmail: one message, several labels). A message listed in
+ * several folders is one message: the store gives its rows one unique
+ * name part and one body, fetched once.
+ */
+#define MF_CAP_GLOBAL_IDS (1u << 1)
+/*
+ * set_flags takes many ids in one request (Gmail: batchModify, 1,000 ids
+ * a call): the engine sends a run of queued flag changes together.
+ */
+#define MF_CAP_BULK_FLAGS (1u << 2)
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

@@ -105,6 +105,23 @@ static void test_defaults(void **state)
 	mf_config_free(&cfg);
 }
 
+static void test_gmail_delete_default(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	/* Unlink goes to the backend, which maps it to label changes. */
+	cfg = parse_ok("[account g]\ntype=gmail\nuser=a@gmail.com\n"
+		       "token_command=echo T\nquota_units=600\n"
+		       "inbox_unlink=trash\nlabels=IMPORTANT\n");
+	assert_int_equal(cfg->accounts[0].delete_policy, MF_DELETE_EXPUNGE);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[account g]\ntype=gmail\nuser=a@gmail.com\n"
+		       "delete=trash\n");
+	assert_int_equal(cfg->accounts[0].delete_policy, MF_DELETE_TRASH);
+	mf_config_free(&cfg);
+}
+
 static void test_plaintext(void **state)
 {
 	struct mf_config *cfg;
@@ -313,6 +330,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_gmail_delete_default),
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_transport_keys),
