@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 2
+#define SCHEMA_VERSION 3
 
 static struct {
 	char *db_path;
@@ -71,7 +71,8 @@ static const char schema[] =
 	" msgid TEXT,"
 	" blob TEXT,"
 	" state INTEGER NOT NULL DEFAULT 0,"
-	" gen INTEGER NOT NULL DEFAULT 0);"
+	" gen INTEGER NOT NULL DEFAULT 0,"
+	" size_est INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS message_place"
 	" ON message(folder, dir, name);"
 	/* (folder, dir) then rowid: readdir's id-cookie ranges. */
@@ -241,6 +242,7 @@ void meta_read_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = col_strdup(s, 12);
 	m->blob = col_strdup(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 /* Like meta_read_message, but the strings are borrowed from s. */
@@ -261,6 +263,7 @@ static void peek_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = (char *)sqlite3_column_text(s, 12);
 	m->blob = (char *)sqlite3_column_text(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 void meta_read_folder(sqlite3_stmt *s, struct mf_folder *f)
@@ -389,13 +392,23 @@ int mf_store_open(const char *state_dir, char **error_r)
 			     "SELECT 'message', 1000 WHERE NOT EXISTS "
 			     "(SELECT 1 FROM sqlite_sequence "
 			     "WHERE name = 'message');"
-			     "PRAGMA user_version = 2;",
+			     "PRAGMA user_version = 3;",
 			     NULL, NULL, NULL);
-	} else if (version == 1) {
-		/* 1 -> 2: the user can accept a held-back removal. */
-		if (sqlite3_exec(c->db,
-				 "ALTER TABLE folder ADD COLUMN accept INTEGER "
-				 "NOT NULL DEFAULT 0; PRAGMA user_version = 2;",
+	} else if (version < 3) {
+		/*
+		 * 1 -> 2: the user can accept a held-back removal;
+		 * 2 -> 3: a size may be an estimate (Graph) until the body
+		 * is read.
+		 */
+		if ((version < 2 &&
+		     sqlite3_exec(c->db,
+				  "ALTER TABLE folder ADD COLUMN accept INTEGER "
+				  "NOT NULL DEFAULT 0;",
+				  NULL, NULL, NULL) != SQLITE_OK) ||
+		    sqlite3_exec(c->db,
+				 "ALTER TABLE message ADD COLUMN size_est "
+				 "INTEGER NOT NULL DEFAULT 0; PRAGMA "
+				 "user_version = 3;",
 				 NULL, NULL, NULL) != SQLITE_OK) {
 			*error_r = xasprintf("cannot upgrade %s: %s",
 					     meta.db_path,
@@ -885,9 +898,14 @@ void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 {
 	char uniq[96];
 
-	snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
-		 (long long)internaldate, (long long)id,
-		 (unsigned long long)size);
+	/* SIZE_UNKNOWN: no ",S=" (readers trust it as the exact size). */
+	if (size == META_SIZE_UNKNOWN)
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
+			 (long long)internaldate, (long long)id);
+	else
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
+			 (long long)internaldate, (long long)id,
+			 (unsigned long long)size);
 	if (mf_maildir_format(uniq, flags, "", dir == MF_DIR_CUR, buf,
 			      size_buf) < 0)
 		snprintf(buf, size_buf, "%s", uniq);

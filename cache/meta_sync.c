@@ -694,7 +694,7 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_stmt *s = meta_stmt(
 		b->c, S_MATCH,
 		"SELECT " MSG_COLS " FROM message m WHERE folder = ? AND "
-		"msgid IS ? AND size = ? AND dir != 2 AND "
+		"msgid IS ? AND (size = ? OR ?) AND dir != 2 AND "
 		"((ruid IS NULL AND (state = 6 OR (state = 2 AND EXISTS "
 		"(SELECT 1 FROM queue q WHERE q.message = m.id AND q.op = 2 "
 		"AND q.attempts > 0)) OR (state = 4 AND EXISTS (SELECT 1 "
@@ -711,7 +711,9 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	if (info->message_id)
 		sqlite3_bind_text(s, 2, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (int64_t)info->size);
-	sqlite3_bind_int64(s, 4, info->internaldate);
+	/* An estimated size (Graph) cannot match: the Message-ID must. */
+	sqlite3_bind_int(s, 4, !info->size_exact && info->message_id);
+	sqlite3_bind_int64(s, 5, info->internaldate);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		meta_read_message(s, m);
@@ -748,13 +750,14 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 
 	if (id < 0)
 		return -EIO;
-	meta_server_name(id, info->internaldate, info->size, info->flags, dir,
-			 name, sizeof(name));
+	meta_server_name(id, info->internaldate,
+			 info->size_exact ? info->size : META_SIZE_UNKNOWN,
+			 info->flags, dir, name, sizeof(name));
 	s = meta_stmt(b->c, S_INSERT_MSG,
 		      "INSERT INTO message (id, folder, dir, name, rfolder, "
 		      "ruid, flags, base_flags, size, internaldate, ctime, "
-		      "msgid, state, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		      "?, ?, ?, 0, ?)");
+		      "msgid, state, gen, size_est) VALUES (?, ?, ?, ?, ?, ?, "
+		      "?, ?, ?, ?, ?, ?, 0, ?, ?)");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
@@ -771,6 +774,7 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 	if (info->message_id)
 		sqlite3_bind_text(s, 12, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 13, b->gen);
+	sqlite3_bind_int(s, 14, !info->size_exact);
 	ret = meta_exec_stmt(b->c, s, "insert message");
 	if (ret < 0)
 		return ret;
@@ -1210,8 +1214,9 @@ static int restore_row(struct meta_conn *c, const struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
-	meta_server_name(m->id, m->internaldate, m->size, flags, dir, name,
-			 sizeof(name));
+	meta_server_name(m->id, m->internaldate,
+			 m->size_estimated ? META_SIZE_UNKNOWN : m->size, flags,
+			 dir, name, sizeof(name));
 	s = meta_stmt(c, S_UPDATE_FLAGS,
 		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
 		      "dir = ?, name = ? WHERE id = ?");
@@ -1479,10 +1484,10 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 	memset(&m, 0, sizeof(m));
 	ret = mf_store_message_get(msg, &m);
 	if (ret == 0) {
-		*size_changed_r = m.size != size;
+		*size_changed_r = m.size != size || m.size_estimated;
 		s = meta_stmt(c, S_SET_BLOB_SIZE,
-			      "UPDATE message SET blob = ?, size = ? "
-			      "WHERE id = ?");
+			      "UPDATE message SET blob = ?, size = ?, "
+			      "size_est = 0 WHERE id = ?");
 		if (!s) {
 			ret = -EIO;
 		} else {
@@ -1491,7 +1496,7 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 			sqlite3_bind_int64(s, 3, msg);
 			ret = meta_exec_stmt(c, s, "set blob");
 		}
-		if (*size_changed_r)
+		if (m.size != size && !m.size_estimated)
 			mf_warn("message %lld: the server announced %llu "
 				"bytes and sent %llu", (long long)msg,
 				(unsigned long long)m.size,

@@ -1414,6 +1414,16 @@ int mf_engine_start(const struct mf_config *cfg,
 	e->ops = ops;
 	e->nfetch = MF_MAX(1, MF_MIN(acct->max_connections,
 				     MAX_FETCH_THREADS));
+	if (ops->max_sessions) {
+		/* The server's limit counts every session: main, push, and
+		   the fetchers. */
+		unsigned int others = ops->wait_push ? 2 : 1;
+		unsigned int cap = ops->max_sessions > others
+					   ? ops->max_sessions - others
+					   : 1;
+
+		e->nfetch = MF_MIN(e->nfetch, cap);
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	pthread_cond_init(&e->fetch_cond, NULL);

@@ -110,7 +110,8 @@ struct mf_msg_info {
 				   messages, full listings); false for a
 				   flags-only change */
 	uint64_t size;
-	bool size_exact;	/* IMAP RFC822.SIZE: true */
+	bool size_exact;	/* IMAP RFC822.SIZE: true; Graph: false, size
+				   is an estimate until the body is read */
 	int64_t internaldate;	/* seconds since the epoch */
 	const char *message_id;	/* may be NULL */
 };
@@ -171,6 +172,12 @@ struct mf_backend;
 struct mf_backend_ops {
 	const char *name;	/* "imap" */
 	unsigned int caps;	/* MF_CAP_* of the implementation */
+	/*
+	 * The most sessions the engine may open for one account (each has
+	 * at most one request in flight); 0 = no limit. Graph: 4, the
+	 * Outlook limit of concurrent requests per mailbox.
+	 */
+	unsigned int max_sessions;
 
 	/* Make a session for the account. Does not connect. */
 	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,

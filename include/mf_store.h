@@ -127,6 +127,8 @@ struct mf_message {
 	char *msgid;		/* owned or NULL */
 	char *blob;		/* owned sha256 hex, or NULL */
 	int state;		/* enum mf_msg_state */
+	bool size_estimated;	/* size is the server's estimate (Graph):
+				   exact once the body is fetched */
 };
 
 /*

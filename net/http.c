@@ -330,8 +330,11 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	rc = curl_easy_perform(c);
 	curl_slist_free_all(hdrs);
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
-	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld (%s)", req->method,
-		 req->url, resp->status, curl_easy_strerror(rc));
+	/* (curl's "No error" would read as an error in the log) */
+	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld%s%s%s", req->method,
+		 req->url, resp->status, rc == CURLE_OK ? "" : " (",
+		 rc == CURLE_OK ? "" : curl_easy_strerror(rc),
+		 rc == CURLE_OK ? "" : ")");
 
 	if (rc == CURLE_OK)
 		return MF_OK;
@@ -411,10 +414,23 @@ enum mf_status mf_http_call(struct mf_http *h,
 	char *token = NULL;
 	enum mf_status st = MF_TEMP;
 
+	/* Where a streamed body starts: a retry rewrites it from there. */
+	off_t out_start = req->out_fd >= 0 ? lseek(req->out_fd, 0, SEEK_CUR)
+					   : (off_t)-1;
+
 	for (unsigned int attempt = 1;; attempt++) {
 		const char *hdrs[32];
 		size_t n = 0;
 		char *auth = NULL;
+
+		if (attempt > 1 && out_start >= 0 &&
+		    (ftruncate(req->out_fd, out_start) < 0 ||
+		     lseek(req->out_fd, out_start, SEEK_SET) < 0)) {
+			*error_r = xasprintf("cannot rewind the output file: "
+					     "%s", strerror(errno));
+			st = MF_TEMP;
+			break;
+		}
 
 		if (policy->tokens && !token) {
 			st = mf_token_get(policy->tokens, refreshed, &token,
