@@ -73,6 +73,7 @@ enum {
 	S_REQUEUE_INS,
 	S_REQUEUE_DEL,
 	S_HAS_MKDIR,
+	S_QUEUE_FLAGS_AFTER,
 	S_STMT_END,
 };
 
@@ -1115,6 +1116,41 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e)
 	if (rc == SQLITE_ROW)
 		return 0;
 	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "queue first");
+}
+
+int mf_store_queue_flags_after(const char *account, int64_t after,
+			       int64_t now_ms, unsigned int max,
+			       int64_t *entries, int64_t *msgs,
+			       unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	unsigned int n = 0;
+	int rc;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_FLAGS_AFTER,
+		      "SELECT id, message FROM queue WHERE account = ? AND "
+		      "op = 1 AND id > ? AND next_try <= ? ORDER BY id "
+		      "LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int64(s, 3, now_ms);
+	sqlite3_bind_int(s, 4, (int)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < max) {
+		entries[n] = sqlite3_column_int64(s, 0);
+		msgs[n] = sqlite3_column_int64(s, 1);
+		n++;
+	}
+	sqlite3_reset(s);
+	*n_r = n;
+	return rc == SQLITE_DONE || rc == SQLITE_ROW
+		       ? 0
+		       : meta_dberr(c, "queue flags after");
 }
 
 static int queue_update(unsigned int idx, const char *sql, int64_t entry,

@@ -430,12 +430,57 @@ static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
 
 /* ---- write-back ---- */
 
+/*
+ * Queued flag changes after entry q that can go in the same request as
+ * m's: the same server folder and the same change. Their attempts are
+ * recorded; *n_r of them are in entries/msgs, their ids in ids[1..].
+ */
+static unsigned int flag_group(struct mf_engine *e,
+			       const struct mf_queue_entry *q,
+			       const struct mf_message *m, unsigned int add,
+			       unsigned int remove, int64_t *entries,
+			       struct mf_message *msgs, const char **ids)
+{
+	int64_t cand[MF_FLAG_GROUP_MAX * 3], cmsg[MF_FLAG_GROUP_MAX * 3];
+	unsigned int nc = 0, n = 0;
+
+	if (!(e->ops->caps & MF_CAP_FLAG_GROUPS) ||
+	    mf_store_queue_flags_after(e->acct->name, q->id, now_ms(),
+				       MF_ARRAY_SIZE(cand), cand, cmsg,
+				       &nc) < 0)
+		return 0;
+	for (unsigned int i = 0; i < nc && n + 1 < MF_FLAG_GROUP_MAX; i++) {
+		struct mf_message *x = &msgs[n];
+
+		memset(x, 0, sizeof(*x));
+		if (cmsg[i] == m->id || mf_store_message_get(cmsg[i], x) < 0) {
+			mf_message_clear(x);
+			continue;
+		}
+		if (x->ruid && x->state != MF_MSG_EXPUNGED &&
+		    x->rfolder == m->rfolder &&
+		    (x->flags & ~x->base_flags) == add &&
+		    (x->base_flags & ~x->flags) == remove &&
+		    mf_store_queue_attempt(cand[i]) == 0) {
+			entries[n] = cand[i];
+			ids[1 + n] = x->ruid;
+			n++;
+		} else {
+			mf_message_clear(x);
+		}
+	}
+	return n;
+}
+
 static enum mf_status run_flags(struct mf_engine *e,
+				const struct mf_queue_entry *q,
 				const struct mf_message *m, char **err)
 {
 	struct mf_folder rf;
-	unsigned int want = m->flags, add, remove;
-	const char *ids[1];
+	unsigned int want = m->flags, add, remove, ngroup;
+	const char *ids[MF_FLAG_GROUP_MAX];
+	int64_t gentries[MF_FLAG_GROUP_MAX];
+	struct mf_message gmsgs[MF_FLAG_GROUP_MAX];
 	enum mf_status st;
 	bool more = false;
 
@@ -451,9 +496,30 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;
 	}
 	ids[0] = m->ruid;
-	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1, add, remove,
-			       err);
+	ngroup = flag_group(e, q, m, add, remove, gentries, gmsgs, ids);
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1 + ngroup, add,
+			       remove, err);
 	mf_folder_clear(&rf);
+	/*
+	 * The grouped entries are done when the request was; otherwise
+	 * they stay queued and run on their own, in order.
+	 */
+	for (unsigned int i = 0; i < ngroup; i++) {
+		bool gmore = false;
+
+		if (st == MF_OK) {
+			if (mf_store_flags_pushed(gmsgs[i].id, gmsgs[i].flags,
+						  &gmore) < 0 ||
+			    gmore)
+				mf_store_queue_requeue(gentries[i]);
+			else
+				mf_store_queue_done(gentries[i]);
+		}
+		mf_message_clear(&gmsgs[i]);
+	}
+	if (ngroup)
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, ngroup + 1);
 	if (st == MF_GONE)
 		return MF_OK;	/* expunged meanwhile: the delete wins */
 	if (st != MF_OK)
@@ -743,7 +809,7 @@ static int64_t drain_queue(struct mf_engine *e)
 		}
 		switch (q.op) {
 		case MF_OP_FLAGS:
-			st = run_flags(e, &m, &err);
+			st = run_flags(e, &q, &m, &err);
 			break;
 		case MF_OP_APPEND:
 			st = run_append(e, &q, &m, &err);

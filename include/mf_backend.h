@@ -291,6 +291,10 @@ struct mf_backend_ops {
 };
 
 #define MF_CAP_PUSH	(1u << 0)	/* wait_push works */
+/* set_flags of many ids is one request: the engine groups the queued
+ * flag changes of a folder (up to MF_FLAG_GROUP_MAX ids). */
+#define MF_CAP_FLAG_GROUPS (1u << 1)
+#define MF_FLAG_GROUP_MAX 20
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

@@ -330,6 +330,15 @@ struct mf_queue_entry {
 void mf_queue_entry_clear(struct mf_queue_entry *e);
 /* The first entry of the account: 0, or -ENOENT when empty. */
 int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
+/*
+ * Up to max FLAGS entries of account after entry "after" that are due by
+ * now_ms, in queue order (their ids and messages): flag changes the
+ * engine may send together with the first one.
+ */
+int mf_store_queue_flags_after(const char *account, int64_t after,
+			       int64_t now_ms, unsigned int max,
+			       int64_t *entries, int64_t *msgs,
+			       unsigned int *n_r);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);

@@ -1738,7 +1738,7 @@ static enum mf_status graph_append(struct mf_backend *base, const char *folder,
 
 const struct mf_backend_ops mf_graph_backend_ops = {
 	.name = "graph",
-	.caps = 0,
+	.caps = MF_CAP_FLAG_GROUPS,
 	.max_sessions = 4,	/* Outlook: 4 concurrent requests/mailbox */
 	.create = graph_create,
 	.destroy = graph_destroy,

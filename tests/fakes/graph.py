@@ -802,7 +802,7 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(body, str):
                 body = base64.b64decode(body)
             fault = self.server.fake.take_fault(r["method"], url.path)
-            if fault and fault["kind"] not in ("drop", "cut", "expire_token"):
+            if fault and fault["kind"] not in ("drop", "cut", "expire_token", "delay"):
                 st, h, res = int(fault["kind"]), {}, {"error": {"code": "TooManyRequests",
                                                                 "message": "retry later"}}
                 if fault.get("retry_after") is not None:

@@ -382,3 +382,25 @@ def test_concurrency_never_over_four(graph, graph_mailfs):
     assert st["throttled"] == 0 and st["max_inflight"] <= 4, st
     no_violations(graph)
     m.check_log()
+
+
+def test_flag_changes_go_in_batches_of_twenty(graph, graph_mailfs):
+    graph.control("seed", folder="INBOX", generate=45, isRead=False)
+    m = graph_mailfs(graph)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 45, timeout=SYNC_WAIT)
+    graph.control("reset_stats")
+    # A server 0.3 s away: changes made meanwhile wait in the queue.
+    graph.control("fault", method="PATCH", kind="delay", delay=0.3, count=100)
+    graph.control("fault", path=r"/\$batch", kind="delay", delay=0.3, count=100)
+    cur = os.path.join(m.acct, "INBOX", "cur")
+    for p in messages(m.acct, "INBOX"):
+        u, _ = parse_name(os.path.basename(p))
+        os.rename(p, os.path.join(cur, u + ":2,S"))
+    wait_until(lambda: all(x["isRead"] for x in graph.messages()), timeout=SYNC_WAIT)
+    st = graph.stats()
+    singles = st["by_route"].get("PATCH /me/messages/{id}", 0)
+    batches = [b for b in st["batch_sizes"]]
+    assert batches and max(batches) <= 20, batches
+    assert singles + len(batches) <= 12, (singles, batches)   # not 45 requests
+    no_violations(graph)
+    m.check_log()
