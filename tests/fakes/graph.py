@@ -746,6 +746,15 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 if kind == "delay":
                     pass
+                elif kind == "reset":
+                    # A synchronization reset: 410 + Location with an
+                    # empty $deltatoken (cloud-apis.md A.2).
+                    loc = base + path + "?$deltatoken="
+                    self.send(410, {"Location": loc},
+                              {"error": {"code": "resyncRequired",
+                                         "message": "Resync required. Replace any local "
+                                                    "cached copy with the new data."}})
+                    return
                 elif kind == "expire_token":
                     fake.store.token_epoch += 1
                 else:
@@ -802,7 +811,8 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(body, str):
                 body = base64.b64decode(body)
             fault = self.server.fake.take_fault(r["method"], url.path)
-            if fault and fault["kind"] not in ("drop", "cut", "expire_token", "delay"):
+            if fault and fault["kind"] not in ("drop", "cut", "expire_token", "delay",
+                                               "reset"):
                 st, h, res = int(fault["kind"]), {}, {"error": {"code": "TooManyRequests",
                                                                 "message": "retry later"}}
                 if fault.get("retry_after") is not None:

@@ -180,7 +180,8 @@ def test_incremental_delta_and_server_changes(graph, graph_mailfs):
     m.check_log()
 
 
-def test_expired_delta_token_relists_without_redownload(graph, graph_mailfs):
+@pytest.mark.parametrize("how", ["expired", "reset"])
+def test_expired_delta_token_relists_without_redownload(graph, graph_mailfs, how):
     graph.seed("INBOX", messages=[{"subject": "m%d" % i, "isRead": i % 2 == 0}
                                   for i in range(30)])
     m = graph_mailfs(graph)
@@ -189,7 +190,12 @@ def test_expired_delta_token_relists_without_redownload(graph, graph_mailfs):
         read(p)
     before = {os.path.basename(p): os.stat(p).st_ino for p in messages(m.acct, "INBOX")}
     graph.control("reset_stats")
-    graph.control("expire_delta")
+    if how == "expired":
+        graph.control("expire_delta")       # 410 SyncStateNotFound
+    else:
+        inbox = graph.state()["folders"]["INBOX"]["id"]
+        graph.control("fault", path=re.escape(inbox) + r".*/messages/delta", kind="reset",
+                      count=1)
     ids = graph.seed("INBOX", messages=[{"subject": "after expiry"}])
     wait_until(lambda: len(messages(m.acct, "INBOX")) == 31, timeout=POLL_WAIT)
     time.sleep(3)   # another poll: nothing changes again
@@ -200,6 +206,7 @@ def test_expired_delta_token_relists_without_redownload(graph, graph_mailfs):
     st = graph.stats()
     assert not any("$value" in r for r in st["by_route"]), st["by_route"]  # no re-download
     assert ids
+    assert "delta state of a folder expired" in m.log()
     m.expect_log(r"delta state of a folder expired")
     no_violations(graph)
     m.check_log()
@@ -404,3 +411,42 @@ def test_flag_changes_go_in_batches_of_twenty(graph, graph_mailfs):
     assert singles + len(batches) <= 12, (singles, batches)   # not 45 requests
     no_violations(graph)
     m.check_log()
+
+
+# --------------------------------------------------------------------------
+# performance figures (printed; run with -s to see them)
+
+def _in_sync_count(m):
+    return len(re.findall(r"o365: (connected, in sync|synced INBOX)", m.log()))
+
+
+def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys):
+    n = 10000
+    graph.control("seed", folder="INBOX", generate=n)
+    graph.control("reset_stats")
+    t0 = time.monotonic()
+    m = graph_mailfs(graph, poll_interval=3600)
+    wait_until(lambda: "connected, in sync" in m.log(), timeout=300, interval=0.05)
+    first_s = time.monotonic() - t0
+    first = graph.stats()
+    assert len(os.listdir(os.path.join(m.acct, "INBOX", "new"))) + \
+        len(os.listdir(os.path.join(m.acct, "INBOX", "cur"))) == n
+    # A resync with nothing to do: remount (the store is kept).
+    m.stop()
+    graph.control("reset_stats")
+    t0 = time.monotonic()
+    m.start()
+    wait_until(lambda: m.log().count("connected, in sync") >= 2, timeout=300, interval=0.05)
+    idle_s = time.monotonic() - t0
+    idle = graph.stats()
+    with capsys.disabled():
+        print("\ngraph perf: first listing of %d messages: %d requests, %.2f s "
+              "(delta pages %d, by route %s)" % (n, first["requests"], first_s,
+                                                 first["delta_pages"], first["by_route"]))
+        print("graph perf: resync with nothing to do (remount): %d requests, %.2f s "
+              "(by route %s)" % (idle["requests"], idle_s, idle["by_route"]))
+    # Pages of 500 and lists of 1000, not a request per message.
+    assert first["requests"] <= 60, first["by_route"]
+    assert not any("$value" in r for r in idle["by_route"])
+    assert idle["requests"] <= 20, idle["by_route"]
+    no_violations(graph)
