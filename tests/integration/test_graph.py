@@ -373,20 +373,27 @@ def test_throttling_busy_servers_and_dropped_connections(graph, graph_mailfs):
 
 
 def test_concurrency_never_over_four(graph, graph_mailfs):
-    graph.control("seed", folder="INBOX", generate=60, size=3000, isRead=True)
+    import concurrent.futures
+    graph.control("seed", folder="INBOX", generate=40, size=3000, isRead=True)
     # Slow bodies keep every fetch session busy at once.
     graph.control("fault", path=r"/\$value", kind="delay", delay=0.3, count=1000)
-    m = graph_mailfs(graph, prefetch="all", max_connections=8)
-    wait_until(lambda: len(messages(m.acct, "INBOX")) == 60, timeout=SYNC_WAIT)
-    # Flag changes while the prefetch runs: batches go in between.
-    cur = os.path.join(m.acct, "INBOX", "cur")
-    for p in messages(m.acct, "INBOX")[:30]:
-        u, _ = parse_name(os.path.basename(p))
-        os.rename(p, os.path.join(cur, u + ":2,FS"))
-    wait_until(lambda: sum(x["flagStatus"] == "flagged" for x in graph.messages()) == 30,
+    m = graph_mailfs(graph, max_connections=8)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 40, timeout=SYNC_WAIT)
+    paths = messages(m.acct, "INBOX")
+    # Twelve readers at once, and flag changes meanwhile.
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        reads = [pool.submit(read, p) for p in paths[20:]]
+        cur = os.path.join(m.acct, "INBOX", "cur")
+        for p in paths[:20]:
+            u, f = parse_name(os.path.basename(p))
+            os.rename(p, os.path.join(cur, u + ":2,FS"))
+        bodies = [r.result(timeout=120) for r in reads]
+    assert all(b.startswith(b"From:") for b in bodies)
+    wait_until(lambda: sum(x["flagStatus"] == "flagged" for x in graph.messages()) == 20,
                timeout=60)
     st = graph.stats()
     assert st["throttled"] == 0 and st["max_inflight"] <= 4, st
+    assert st["max_inflight"] >= 3, st   # the sessions did run side by side
     no_violations(graph)
     m.check_log()
 
@@ -396,6 +403,8 @@ def test_flag_changes_go_in_batches_of_twenty(graph, graph_mailfs):
     m = graph_mailfs(graph)
     wait_until(lambda: len(messages(m.acct, "INBOX")) == 45, timeout=SYNC_WAIT)
     graph.control("reset_stats")
+    # Throttled items inside a batch (429 + Retry-After per item) go again.
+    graph.control("fault", method="PATCH", kind=429, retry_after=1, count=3)
     # A server 0.3 s away: changes made meanwhile wait in the queue.
     graph.control("fault", method="PATCH", kind="delay", delay=0.3, count=100)
     graph.control("fault", path=r"/\$batch", kind="delay", delay=0.3, count=100)
@@ -408,7 +417,8 @@ def test_flag_changes_go_in_batches_of_twenty(graph, graph_mailfs):
     singles = st["by_route"].get("PATCH /me/messages/{id}", 0)
     batches = [b for b in st["batch_sizes"]]
     assert batches and max(batches) <= 20, batches
-    assert singles + len(batches) <= 12, (singles, batches)   # not 45 requests
+    assert singles + len(batches) <= 14, (singles, batches)   # not 45 requests
+    assert st["faults_fired"] >= 3
     no_violations(graph)
     m.check_log()
 
