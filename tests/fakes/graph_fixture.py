@@ -112,12 +112,18 @@ def graph_mailfs(request, tmp_path):
         return m
 
     yield make
+    errors = []
     for m in mounts:
         try:
             if m.running:
                 m.stop(check=False)
+            if m.exit_codes and m.exit_codes[-1] != 0:
+                errors.append("mount.mailfs (%s) exited with %s at unmount:\n%s"
+                              % (m.workdir, m.exit_codes[-1], m.log_tail(40)))
         finally:
             m.cleanup()
+    if errors:
+        pytest.fail("\n".join(errors))
 
 
 def wait_stat(predicate, timeout=30, interval=0.1):

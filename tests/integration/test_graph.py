@@ -430,9 +430,13 @@ def _in_sync_count(m):
     return len(re.findall(r"o365: (connected, in sync|synced INBOX)", m.log()))
 
 
-def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys):
+@pytest.mark.parametrize("latency", [0, 0.05])
+def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys, latency):
     n = 10000
     graph.control("seed", folder="INBOX", generate=n)
+    if latency:
+        # Every request answered latency seconds late (a server far away).
+        graph.control("fault", path="", kind="delay", delay=latency, count=100000)
     graph.control("reset_stats")
     t0 = time.monotonic()
     m = graph_mailfs(graph, poll_interval=3600)
@@ -443,18 +447,33 @@ def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys
         len(os.listdir(os.path.join(m.acct, "INBOX", "cur"))) == n
     # A resync with nothing to do: remount (the store is kept).
     m.stop()
+    m.accounts["o365"]["poll_interval"] = 2
+    m.write_config()
     graph.control("reset_stats")
     t0 = time.monotonic()
     m.start()
     wait_until(lambda: m.log().count("connected, in sync") >= 2, timeout=300, interval=0.05)
     idle_s = time.monotonic() - t0
     idle = graph.stats()
+    # And one poll of the running mount with nothing to do: between two
+    # ends of a full sync.
+    polls = lambda: m.log().count("folders unchanged by the listing")  # noqa: E731
+    k = polls()
+    wait_until(lambda: polls() > k, timeout=60, interval=0.02)
+    graph.control("reset_stats")
+    t0 = time.monotonic()
+    wait_until(lambda: polls() > k + 1, timeout=60, interval=0.02)
+    poll = graph.stats()
     with capsys.disabled():
-        print("\ngraph perf: first listing of %d messages: %d requests, %.2f s "
+        print("\ngraph perf (server latency %g s):" % latency)
+        print("graph perf: first listing of %d messages: %d requests, %.2f s "
               "(delta pages %d, by route %s)" % (n, first["requests"], first_s,
                                                  first["delta_pages"], first["by_route"]))
         print("graph perf: resync with nothing to do (remount): %d requests, %.2f s "
               "(by route %s)" % (idle["requests"], idle_s, idle["by_route"]))
+        print("graph perf: one poll with nothing to do: %d requests (by route %s)"
+              % (poll["requests"], poll["by_route"]))
+    assert poll["requests"] <= 10, poll["by_route"]
     # Pages of 500 and lists of 1000, not a request per message.
     assert first["requests"] <= 60, first["by_route"]
     assert not any("$value" in r for r in idle["by_route"])
