@@ -586,6 +586,7 @@ static enum mf_status run_append(struct mf_engine *e,
 		info.flags = m->flags;
 		info.internaldate = m->internaldate;
 		info.size = m->size;
+		info.retry = q->attempts > 0;
 		st = e->ops->append(e->main_be, f.remote, fd, &info, &id, err);
 		if (st == MF_OK)
 			mf_info("%s: uploaded %s", e->acct->name, m->name);

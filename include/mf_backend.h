@@ -165,6 +165,12 @@ struct mf_append_info {
 	unsigned int flags;
 	int64_t internaldate;	/* 0: let the server choose */
 	uint64_t size;
+	/*
+	 * An earlier attempt may have got part of the way (the engine did
+	 * not find the message in folder): a backend whose upload takes
+	 * several requests (Graph) looks for what it left behind.
+	 */
+	bool retry;
 };
 
 struct mf_backend;

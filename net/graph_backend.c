@@ -1594,8 +1594,9 @@ static enum mf_status graph_expunge(struct mf_backend *base,
 
 /* ---- delivery ---- */
 
-static enum mf_status read_upload(int fd, uint64_t want, char **b64_r,
-				  size_t *len_r, char **error_r)
+static enum mf_status read_upload(int fd, uint64_t want,
+				  unsigned char **raw_r, uint64_t *size_r,
+				  char **b64_r, size_t *len_r, char **error_r)
 {
 	struct stat stt;
 	uint64_t size;
@@ -1625,9 +1626,91 @@ static enum mf_status read_upload(int fd, uint64_t want, char **b64_r,
 	b64 = xmalloc(4 * (((size_t)size + 2) / 3) + 1);
 	*len_r = (size_t)EVP_EncodeBlock((unsigned char *)b64, raw,
 					 (int)size);
-	free(raw);
+	*raw_r = raw;
+	*size_r = size;
 	*b64_r = b64;
 	return MF_OK;
+}
+
+/*
+ * An upload that died between its steps left its copy in Drafts (not
+ * yet moved, perhaps no longer a draft). Find it: same Message-ID and
+ * byte for byte the same MIME. *id_r = its id, or NULL.
+ */
+static enum mf_status find_left_behind(struct graph_backend *be,
+				       const unsigned char *raw,
+				       uint64_t size, char **id_r,
+				       char **error_r)
+{
+	char *msgid = mf_header_message_id((const char *)raw, (size_t)size);
+	char *quoted, *filter, *fesc, *desc, *url;
+	json_t *root = NULL, *v;
+	enum mf_status st;
+	size_t i;
+
+	*id_r = NULL;
+	if (!msgid || !be->wk_id[2]) {
+		free(msgid);
+		return MF_OK;
+	}
+	/* OData string literal: ' doubled. */
+	{
+		struct mf_buf b;
+
+		mf_buf_init(&b);
+		for (const char *p = msgid; *p; p++) {
+			if (*p == '\'')
+				mf_buf_appendc(&b, '\'');
+			mf_buf_appendc(&b, *p);
+		}
+		quoted = mf_buf_steal(&b);
+	}
+	filter = xasprintf("internetMessageId eq '%s'", quoted);
+	fesc = mf_http_escape(filter);
+	desc = mf_http_escape(be->wk_id[2]);
+	url = xasprintf("%s/me/mailFolders/%s/messages?$filter=%s&$select=id",
+			be->api, desc, fesc);
+	st = get_json(be, url, false, &root, NULL, error_r);
+	json_array_foreach(json_object_get(root, "value"), i, v) {
+		const char *id = json_string_value(json_object_get(v, "id"));
+		char *iesc, *vurl;
+		struct greq g = { .method = "GET", .out_fd = -1,
+				  .max_size = size + 1 };
+		struct mf_http_resp resp;
+		enum mf_status gst;
+		char *err2 = NULL;
+
+		if (!id || st != MF_OK)
+			continue;
+		iesc = mf_http_escape(id);
+		vurl = xasprintf("%s/me/messages/%s/$value", be->api, iesc);
+		g.url = vurl;
+		mf_http_resp_init(&resp);
+		gst = gcall(be, &g, &resp, &err2);
+		if (gst == MF_OK && resp.body.len == size &&
+		    memcmp(resp.body.data, raw, (size_t)size) == 0) {
+			*id_r = xstrdup(id);
+		} else if (gst == MF_TEMP || gst == MF_AUTH ||
+			   gst == MF_CANCELED) {
+			st = gst;
+			*error_r = err2;
+			err2 = NULL;
+		}
+		free(err2);
+		mf_http_resp_free(&resp);
+		free(vurl);
+		free(iesc);
+		if (*id_r || st != MF_OK)
+			break;
+	}
+	json_decref(root);
+	free(url);
+	free(desc);
+	free(fesc);
+	free(filter);
+	free(quoted);
+	free(msgid);
+	return st;
 }
 
 static enum mf_status graph_append(struct mf_backend *base, const char *folder,
@@ -1636,6 +1719,8 @@ static enum mf_status graph_append(struct mf_backend *base, const char *folder,
 {
 	struct graph_backend *be = to_graph(base);
 	char *b64 = NULL, *url, *esc = NULL, *draft_id = NULL;
+	unsigned char *raw = NULL;
+	uint64_t raw_size = 0;
 	struct greq g = { .method = "POST", .ctype = "text/plain",
 			  .out_fd = -1 };
 	struct mf_http_resp resp;
@@ -1650,9 +1735,19 @@ static enum mf_status graph_append(struct mf_backend *base, const char *folder,
 	*id_r = NULL;
 	st = known_folders(be, error_r);
 	if (st == MF_OK)
-		st = read_upload(in_fd, info->size, &b64, &len, error_r);
-	if (st != MF_OK)
-		return st;
+		st = read_upload(in_fd, info->size, &raw, &raw_size, &b64, &len,
+				 error_r);
+	if (st == MF_OK && info->retry)
+		st = find_left_behind(be, raw, raw_size, &draft_id, error_r);
+	free(raw);
+	if (st != MF_OK || draft_id) {
+		free(b64);
+		if (st != MF_OK)
+			return st;
+		mf_info("graph %s: an earlier upload left its copy in Drafts; "
+			"finishing it", be->acct->name);
+		goto finish;
+	}
 
 	/* 1. Create from MIME: a draft in Drafts (A.5). */
 	url = xasprintf("%s/me/messages", be->api);
@@ -1680,6 +1775,7 @@ static enum mf_status graph_append(struct mf_backend *base, const char *folder,
 	if (st != MF_OK)
 		return st;
 
+finish:
 	/*
 	 * 2. Not a draft: PidTagMessageFlags without MSGFLAG_UNSENT (unless
 	 * the name says D), read per S, and the flag and verb.

@@ -496,6 +496,13 @@ class Api:
         st = self.st
         msgs = sorted((m for m in st.messages.values() if m["folder"] == fid),
                       key=lambda m: (-m["received"], m["id"]))
+        flt = q.get("$filter")
+        if flt:
+            fm = re.match(r"^internetMessageId eq '((?:[^']|'')*)'$", flt)
+            if not fm:
+                raise GraphError(400, "ErrorInvalidUrlQueryFilter", "unsupported filter")
+            want = fm.group(1).replace("''", "'")
+            msgs = [m for m in msgs if m["internetMessageId"] == want]
         sel = q.get("$select")
         exp = parse_expand(q.get("$expand"))
         top = int(q.get("$top", 10))

@@ -479,3 +479,42 @@ def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys
     assert not any("$value" in r for r in idle["by_route"])
     assert idle["requests"] <= 20, idle["by_route"]
     no_violations(graph)
+
+
+# --------------------------------------------------------------------------
+# crashes: the queue survives kill -9
+
+def test_queue_survives_kill_during_flag_and_upload(graph, graph_mailfs):
+    graph.seed("INBOX", messages=[{"subject": "k%d" % i} for i in range(3)])
+    graph.control("mkfolder", name="Work")
+    m = graph_mailfs(graph)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 3, timeout=SYNC_WAIT)
+    # The server answers the upload's PATCH (its second step) 1.5 s late:
+    # the daemon is killed while it waits, and the server does it anyway.
+    graph.control("fault", method="PATCH", kind="delay", delay=1.5, count=1)
+    data = (b"From: carol@example.org\r\nSubject: crash\r\n"
+            b"Message-ID: <crash-1@example.org>\r\n\r\nsurvive\r\n")
+    deliver(os.path.join(m.acct, "Work"), "1.crash", data, dest="cur", flags="S")
+    p = messages(m.acct, "INBOX")[0]
+    u, _ = parse_name(os.path.basename(p))
+    os.rename(p, os.path.join(m.acct, "INBOX", "cur", u + ":2,FS"))
+    wait_until(lambda: graph.stats()["faults_fired"] >= 1, timeout=SYNC_WAIT)
+    time.sleep(0.3)
+    m.kill()
+    m.start()
+    m.expect_log(r"(retry|failed|interrupted|HTTP)")
+    wait_until(lambda: any(x["flagStatus"] == "flagged" and x["isRead"]
+                           for x in graph.messages("INBOX")), timeout=SYNC_WAIT)
+    wait_until(lambda: [x["folder"] for x in graph.messages()
+                        if x["internetMessageId"] == "<crash-1@example.org>"] == ["Work"],
+               timeout=SYNC_WAIT)
+    time.sleep(4)   # a poll later: still one copy each side
+    copies = [x for x in graph.messages() if x["internetMessageId"] == "<crash-1@example.org>"]
+    assert len(copies) == 1 and not copies[0]["isDraft"], copies
+    work = messages(m.acct, "Work")
+    assert len(work) == 1 and read(work[0]) == data
+    assert messages(m.acct, "Drafts") == []
+    # The daemon died after the draft was made: the retry finished that
+    # copy instead of making a second one.
+    assert "left its copy in Drafts" in m.log()
+    no_violations(graph)
