@@ -43,6 +43,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,7 +197,7 @@ static void log_retry(void *ctx, long status, unsigned int delay_ms)
 static enum mf_status gcall(struct graph_backend *be, const struct greq *g,
 			    struct mf_http_resp *resp, char **error_r)
 {
-	const char *hdrs[5];
+	const char *hdrs[6];
 	char ctype[96], pagepref[64];
 	unsigned int n = 0;
 	struct mf_http_policy pol = {
@@ -223,6 +224,8 @@ static enum mf_status gcall(struct graph_backend *be, const struct greq *g,
 		return MF_CANCELED;
 	}
 	hdrs[n++] = PREFER_IMMUTABLE;
+	if (strcmp(g->method, "PATCH") == 0)
+		hdrs[n++] = "Prefer: return=minimal";	/* 204, no echo */
 	if (g->paged) {
 		snprintf(pagepref, sizeof(pagepref),
 			 "Prefer: odata.maxpagesize=%d", PAGE_SIZE);
@@ -411,7 +414,10 @@ static enum mf_status run_batch(struct graph_backend *be, struct bitem *items,
 						    json_string(it->url));
 				json_object_set_new(
 					h, "Prefer",
-					json_string("IdType=\"ImmutableId\""));
+					json_string(strcmp(it->method, "PATCH") == 0
+							    ? "IdType=\"ImmutableId\", "
+							      "return=minimal"
+							    : "IdType=\"ImmutableId\""));
 				if (it->body) {
 					json_object_set_new(
 						h, "Content-Type",
@@ -508,6 +514,56 @@ static char *item_error(const struct bitem *it)
 
 /* ---- session ---- */
 
+/*
+ * The sessions of an account share one token source: the token command
+ * runs once for all of them, and once again (not once per session) when
+ * the token expires.
+ */
+struct shared_tokens {
+	const struct mf_account *acct;
+	struct mf_token_source *ts;
+	unsigned int refs;
+	struct shared_tokens *next;
+};
+
+static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct shared_tokens *tokens_list;
+
+static struct mf_token_source *tokens_get(const struct mf_account *acct)
+{
+	struct shared_tokens *t;
+
+	pthread_mutex_lock(&tokens_lock);
+	for (t = tokens_list; t && t->acct != acct; t = t->next)
+		;
+	if (!t) {
+		t = xcalloc(1, sizeof(*t));
+		t->acct = acct;
+		t->ts = mf_token_source_new(acct);
+		t->next = tokens_list;
+		tokens_list = t;
+	}
+	t->refs++;
+	pthread_mutex_unlock(&tokens_lock);
+	return t->ts;
+}
+
+static void tokens_put(struct mf_token_source *ts)
+{
+	struct shared_tokens **pp, *t;
+
+	pthread_mutex_lock(&tokens_lock);
+	for (pp = &tokens_list; *pp && (*pp)->ts != ts; pp = &(*pp)->next)
+		;
+	t = *pp;
+	if (t && --t->refs == 0) {
+		*pp = t->next;
+		mf_token_source_free(t->ts);
+		free(t);
+	}
+	pthread_mutex_unlock(&tokens_lock);
+}
+
 static int graph_create(const struct mf_account *acct,
 			struct mf_backend **be_r, char **error_r)
 {
@@ -526,7 +582,7 @@ static int graph_create(const struct mf_account *acct,
 		return -EIO;
 	}
 	be->acct = acct;
-	be->tokens = mf_token_source_new(acct);
+	be->tokens = tokens_get(acct);
 	be->api = xstrdup(api && *api ? api : DEFAULT_API);
 	len = strlen(be->api);
 	while (len > 0 && be->api[len - 1] == '/')
@@ -553,7 +609,7 @@ static void graph_destroy(struct mf_backend *base)
 	struct graph_backend *be = to_graph(base);
 
 	mf_http_free(be->http);
-	mf_token_source_free(be->tokens);
+	tokens_put(be->tokens);
 	for (unsigned int i = 0; i < N_WK; i++)
 		free(be->wk_id[i]);
 	free(be->root_id);

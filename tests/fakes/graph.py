@@ -395,7 +395,10 @@ class Api:
                     return 200, {}, st.msg_json(m, sel.split(",") if sel else None,
                                                 parse_expand(q.get("$expand")))
                 if method == "PATCH":
-                    return self.patch_message(mid, body)
+                    st_, h_, res = self.patch_message(mid, body)
+                    if "return=minimal" in prefer.replace(" ", "").lower():
+                        return 204, {}, None
+                    return st_, h_, res
                 if method == "DELETE":
                     m = st.message(mid)
                     if m["folder"] == st.wk["deleteditems"]:

@@ -319,9 +319,10 @@ def test_delivery_creates_a_message_not_a_draft(graph, graph_mailfs):
                                                                   b"Subject: unread one")
     deliver(os.path.join(m.acct, "INBOX"), "124.local", data2, dest="new")
 
-    def arrived():
+    def arrived():   # created, out of the draft state, moved
         ids = by_msgid(graph)
-        return "<delivered-1@example.org>" in ids and "<delivered-2@example.org>" in ids
+        return all(k in ids and ids[k]["folder"] != "Drafts"
+                   for k in ("<delivered-1@example.org>", "<delivered-2@example.org>"))
     wait_until(arrived, timeout=SYNC_WAIT)
     ids = by_msgid(graph)
     one, two = ids["<delivered-1@example.org>"], ids["<delivered-2@example.org>"]
@@ -350,7 +351,8 @@ def test_throttling_busy_servers_and_dropped_connections(graph, graph_mailfs):
     graph.control("fault", path=r"/\$value", kind="drop", count=1)
     graph.control("fault", path=r"/\$value", kind="cut", count=1)
     graph.control("fault", path=r"/\$value", kind=504, retry_after=1, count=1)
-    m = graph_mailfs(graph)
+    runs = os.path.join(graph.logdir, "token-runs")
+    m = graph_mailfs(graph, token_command="echo run >> %s; echo TOKEN" % runs)
     m.expect_log(r"(retry|busy|failed|HTTP 50|HTTP 429)")
     wait_until(lambda: len(messages(m.acct, "INBOX")) == 6, timeout=SYNC_WAIT)
     srv = {x["mime"]: x for x in graph.messages("INBOX")}
@@ -358,6 +360,9 @@ def test_throttling_busy_servers_and_dropped_connections(graph, graph_mailfs):
         data = read(p)
         assert data.decode() in srv
     assert graph.stats()["faults_fired"] == 6
+    # One token command for all the sessions of the account.
+    with open(runs) as f:
+        assert f.read().count("run") == 1
     # 401: the token source runs again and the request goes through.
     graph.control("reject_token")
     os.rename(messages(m.acct, "INBOX")[0],
@@ -367,6 +372,8 @@ def test_throttling_busy_servers_and_dropped_connections(graph, graph_mailfs):
     wait_until(lambda: any(x["flagStatus"] == "flagged" for x in graph.messages()),
                timeout=SYNC_WAIT)
     assert graph.stats()["unauthorized"] == 1
+    with open(runs) as f:
+        assert f.read().count("run") == 2
     assert ids
     no_violations(graph)
     m.check_log()
