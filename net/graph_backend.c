@@ -180,10 +180,17 @@ static enum mf_status status_of(long status, const char *code)
 	return mf_http_status_of(status);
 }
 
+static unsigned int mailbox_paused(struct mf_token_source *ts);
+static void pause_mailbox(struct mf_token_source *ts, unsigned int delay_ms);
+static bool interruptible_sleep(struct graph_backend *be, unsigned int ms);
+
 static void log_retry(void *ctx, long status, unsigned int delay_ms)
 {
 	struct graph_backend *be = ctx;
 
+	/* Throttled (not a network failure): the whole mailbox waits. */
+	if (status == 429 || status == 503 || status == 504)
+		pause_mailbox(be->tokens, delay_ms);
 	mf_debug(MF_DBG_HTTP, "graph %s: %s, retrying in %u ms",
 		 be->acct->name,
 		 status ? "server busy" : "connection failed", delay_ms);
@@ -222,6 +229,15 @@ static enum mf_status gcall(struct graph_backend *be, const struct greq *g,
 	if (atomic_load(&be->interrupted)) {
 		*error_r = xstrdup("interrupted");
 		return MF_CANCELED;
+	}
+	/* Another session was told to wait: so is this one. */
+	for (unsigned int ms; (ms = mailbox_paused(be->tokens)) > 0;) {
+		mf_debug(MF_DBG_HTTP, "graph %s: mailbox throttled, waiting "
+			 "%u ms", be->acct->name, ms);
+		if (!interruptible_sleep(be, ms)) {
+			*error_r = xstrdup("interrupted");
+			return MF_CANCELED;
+		}
 	}
 	hdrs[n++] = PREFER_IMMUTABLE;
 	if (strcmp(g->method, "PATCH") == 0)
@@ -378,6 +394,7 @@ static enum mf_status run_batch(struct graph_backend *be, struct bitem *items,
 								    (backoff / 2 +
 								     1);
 
+			pause_mailbox(be->tokens, ms);
 			if (!interruptible_sleep(be, ms)) {
 				*error_r = xstrdup("interrupted");
 				st = MF_CANCELED;
@@ -515,19 +532,58 @@ static char *item_error(const struct bitem *it)
 /* ---- session ---- */
 
 /*
- * The sessions of an account share one token source: the token command
- * runs once for all of them, and once again (not once per session) when
- * the token expires.
+ * What the sessions of an account share: one token source (the token
+ * command runs once for all of them, and once again, not once per
+ * session, when the token expires), and the mailbox's pause: when the
+ * server says "busy, retry after N s" to one session, the others hold
+ * their next requests too (the limits are per mailbox).
  */
 struct shared_tokens {
 	const struct mf_account *acct;
 	struct mf_token_source *ts;
+	int64_t pause_until_ms;	/* monotonic; under tokens_lock */
 	unsigned int refs;
 	struct shared_tokens *next;
 };
 
 static pthread_mutex_t tokens_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shared_tokens *tokens_list;
+
+static struct shared_tokens *shared_of(struct mf_token_source *ts)
+{
+	struct shared_tokens *t;
+
+	for (t = tokens_list; t && t->ts != ts; t = t->next)
+		;
+	return t;
+}
+
+/* The server asked this mailbox to wait delay_ms. */
+static void pause_mailbox(struct mf_token_source *ts, unsigned int delay_ms)
+{
+	struct shared_tokens *t;
+	int64_t until = mf_mono_ms() + delay_ms;
+
+	pthread_mutex_lock(&tokens_lock);
+	t = shared_of(ts);
+	if (t && t->pause_until_ms < until)
+		t->pause_until_ms = until;
+	pthread_mutex_unlock(&tokens_lock);
+}
+
+/* How long the mailbox still waits (ms), 0 when it does not. */
+static unsigned int mailbox_paused(struct mf_token_source *ts)
+{
+	struct shared_tokens *t;
+	int64_t left = 0;
+
+	pthread_mutex_lock(&tokens_lock);
+	t = shared_of(ts);
+	if (t)
+		left = t->pause_until_ms - mf_mono_ms();
+	pthread_mutex_unlock(&tokens_lock);
+	return left > 0 ? (unsigned int)left : 0;
+}
 
 static struct mf_token_source *tokens_get(const struct mf_account *acct)
 {

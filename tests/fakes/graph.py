@@ -280,7 +280,8 @@ class Fake:
         with threading.Lock():
             self.stats = {"requests": 0, "by_route": {}, "violations": [], "throttled": 0,
                           "unauthorized": 0, "faults_fired": 0, "batch_sizes": [],
-                          "max_inflight": 0, "delta_pages": 0, "page_sizes": []}
+                          "max_inflight": 0, "delta_pages": 0, "page_sizes": [],
+                          "log": []}
             self.max_inflight = 0
 
     def violation(self, what):
@@ -651,6 +652,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def send(self, status, headers, body):
+        route = getattr(self, "_route", None)
+        if route:
+            fake = self.server.fake
+            with fake.lock:
+                if len(fake.stats["log"]) < 5000:
+                    fake.stats["log"].append([self._t0, time.time(), route, status])
         if body is None:
             data = b""
         elif isinstance(body, (bytes, bytearray)):
@@ -688,6 +695,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def dispatch(self, method):
         fake = self.server.fake
+        self._route = None
         url = urllib.parse.urlsplit(self.path)
         body = self.body()
         if url.path.startswith("/_control/"):
@@ -706,6 +714,8 @@ class Handler(BaseHTTPRequestHandler):
         q = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         route = re.sub(r"AAMk[A-Za-z0-9_=-]+|\('[^']*'\)", "{id}", path)
         fake.count("%s %s" % (method, route))
+        self._route = "%s %s" % (method, route)
+        self._t0 = time.time()
         base = "http://%s/v1.0" % self.headers.get("Host", "127.0.0.1")
 
         auth = self.headers.get("Authorization", "")

@@ -525,3 +525,30 @@ def test_queue_survives_kill_during_flag_and_upload(graph, graph_mailfs):
     # copy instead of making a second one.
     assert "left its copy in Drafts" in m.log()
     no_violations(graph)
+
+
+def test_busy_mailbox_pauses_every_session(graph, graph_mailfs):
+    import concurrent.futures
+    graph.control("seed", folder="INBOX", generate=16, size=2000, isRead=True)
+    m = graph_mailfs(graph, max_connections=3)
+    m.expect_log(r"(retry|throttled|busy)")
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 16, timeout=SYNC_WAIT)
+    graph.control("reset_stats")
+    # The first body request is told to come back in 2 s; the others are
+    # slow enough that the sessions overlap.
+    graph.control("fault", path=r"/\$value", kind=429, retry_after=2, count=1)
+    graph.control("fault", path=r"/\$value", kind="delay", delay=0.1, count=1000)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(read, messages(m.acct, "INBOX")))
+    assert all(b.startswith(b"From:") for b in bodies)
+    log = graph.stats()["log"]
+    busy = [e for e in log if e[3] == 429]
+    assert len(busy) == 1, busy
+    t = busy[0][1]
+    # No session starts a request while the mailbox waits (margins for
+    # requests on their way when the 429 went out, and for jitter).
+    during = [e for e in log if t + 0.3 < e[0] < t + 1.7]
+    assert during == [], during
+    assert any(e[0] >= t + 1.9 for e in log)
+    no_violations(graph)
+    m.check_log()
