@@ -1069,8 +1069,9 @@ static enum mf_status graph_rename_folder(struct mf_backend *base,
 struct dmsg {
 	char *id;		/* owned */
 	bool removed;
-	bool have_flags;	/* isRead and flag were in the answer */
-	bool have_ext;		/* verb and size were looked up */
+	bool have_ext;		/* looked up: flags, verb and size (delta
+				   cannot expand the properties, and an
+				   update may carry only what changed) */
 	bool skip;		/* gone when looked up: the next round says */
 	bool read, flagged, draft;
 	int verb;
@@ -1130,7 +1131,6 @@ static void read_msg(struct dmsg *m, json_t *j)
 
 		m->read = json_is_true(v);
 		m->flagged = fs && strcmp(fs, "flagged") == 0;
-		m->have_flags = json_is_object(fl);
 	}
 	v = json_object_get(j, "isDraft");
 	if (json_is_boolean(v))
@@ -1415,10 +1415,7 @@ static enum mf_status graph_fetch_changes(struct mf_backend *base,
 		info.snapshot = true;
 		st = delta_round(be, initial, &d, &link, &status, error_r);
 	}
-	if (st == MF_GONE) {
-		/* The folder itself is gone. */
-		st = MF_GONE;
-	}
+	/* MF_GONE now: the folder itself is gone. */
 	free(initial);
 	if (st != MF_OK)
 		goto out;
