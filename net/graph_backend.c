@@ -59,7 +59,7 @@
 #define FOLDER_TOP 100
 #define BATCH_MAX 20
 #define BATCH_ROUNDS 8
-#define EXT_BY_LIST 60		/* more upserts than this: one list pass */
+#define EXT_BY_LIST 60		/* fewer upserts than this: $batch GETs */
 #define UPLOAD_MAX (150u << 20)
 
 #define PREFER_IMMUTABLE "Prefer: IdType=\"ImmutableId\""
@@ -1422,7 +1422,13 @@ static enum mf_status graph_fetch_changes(struct mf_backend *base,
 
 	build_order(&d);
 	upserts = d.norder;
-	if (upserts > EXT_BY_LIST)
+	/*
+	 * The list costs a request per LIST_TOP messages of the folder, the
+	 * batches one per BATCH_MAX changed ones: take the cheaper.
+	 */
+	if (upserts > EXT_BY_LIST &&
+	    upserts / BATCH_MAX >
+		    MF_MAX(hint->known_count, upserts) / LIST_TOP + 1)
 		st = ext_by_list(be, folder, &d, error_r);
 	if (st == MF_OK)
 		st = ext_by_batch(be, &d, error_r);

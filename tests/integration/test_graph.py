@@ -481,6 +481,22 @@ def test_perf_first_listing_of_10000_and_idle_resync(graph, graph_mailfs, capsys
         print("graph perf: one poll with nothing to do: %d requests (by route %s)"
               % (poll["requests"], poll["by_route"]))
     assert poll["requests"] <= 10, poll["by_route"]
+    # 100 messages marked read by another client: the poll fetches the
+    # changed ones in $batch requests, not the whole folder's list.
+    unread = [x["id"] for x in graph.messages("INBOX") if not x["isRead"]][:100]
+    k = polls()
+    wait_until(lambda: polls() > k, timeout=60, interval=0.02)
+    graph.control("reset_stats")
+    for mid in unread:
+        graph.control("mark", id=mid, isRead=True)
+    k = polls()
+    wait_until(lambda: polls() > k + 1, timeout=60, interval=0.02)
+    changed = graph.stats()
+    with capsys.disabled():
+        print("graph perf: polls with 100 messages marked read elsewhere: %d requests "
+              "(by route %s)" % (changed["requests"], changed["by_route"]))
+    assert changed["by_route"].get("GET /me/mailFolders/{id}/messages", 0) == 0
+    assert changed["requests"] <= 2 * 7 + 6, changed["by_route"]
     # Pages of 500 and lists of 1000, not a request per message.
     assert first["requests"] <= 60, first["by_route"]
     assert not any("$value" in r for r in idle["by_route"])
