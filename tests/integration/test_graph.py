@@ -568,3 +568,26 @@ def test_busy_mailbox_pauses_every_session(graph, graph_mailfs):
     assert any(e[0] >= t + 1.9 for e in log)
     no_violations(graph)
     m.check_log()
+
+
+def test_upload_answer_lost_makes_one_copy(graph, graph_mailfs):
+    # The server creates the message, then the connection drops in the
+    # middle of its answer: the retry finds the copy instead of making
+    # a second one.
+    graph.control("fault", method="POST", path=r"^/me/messages$", kind="cut", count=1)
+    m = graph_mailfs(graph)
+    m.expect_log(r"(retry|failed|HTTP|transfer|closed|partial|Drafts)")
+    wait_until(lambda: "INBOX" in folders(m.acct), timeout=SYNC_WAIT)
+    data = (b"From: dan@example.org\r\nSubject: lost answer\r\n"
+            b"Message-ID: <lost-1@example.org>\r\n\r\nonce\r\n")
+    deliver(os.path.join(m.acct, "INBOX"), "9.lost", data, dest="cur", flags="S")
+    wait_until(lambda: [x["folder"] for x in graph.messages()
+                        if x["internetMessageId"] == "<lost-1@example.org>"] == ["INBOX"],
+               timeout=60)
+    time.sleep(4)
+    copies = [x for x in graph.messages() if x["internetMessageId"] == "<lost-1@example.org>"]
+    assert len(copies) == 1 and copies[0]["isRead"] and not copies[0]["isDraft"], copies
+    assert graph.stats()["faults_fired"] == 1
+    assert len(messages(m.acct, "INBOX")) == 1
+    assert "left its copy in Drafts" in m.log()
+    no_violations(graph)
