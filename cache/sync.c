@@ -430,6 +430,29 @@ static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
 
 /* ---- write-back ---- */
 
+/* The bits of flags the server can store (the rest stay local). */
+static unsigned int writable(const struct mf_engine *e)
+{
+	return e->ops->flags_writable ? e->ops->flags_writable : MF_FLAG_ALL;
+}
+
+/*
+ * After flags were pushed: did the user change a bit the server stores
+ * meanwhile? (mf_store_flags_pushed compares every bit.)
+ */
+static bool changed_since(const struct mf_engine *e, int64_t msg,
+			  unsigned int pushed)
+{
+	struct mf_message cur;
+	bool differs = false;
+
+	memset(&cur, 0, sizeof(cur));
+	if (mf_store_message_get(msg, &cur) == 0)
+		differs = ((cur.flags ^ pushed) & writable(e)) != 0;
+	mf_message_clear(&cur);
+	return differs;
+}
+
 /*
  * Queued flag changes after entry q that can go in the same request as
  * m's: the same server folder and the same change. Their attempts are
@@ -457,10 +480,12 @@ static unsigned int flag_group(struct mf_engine *e,
 			mf_message_clear(x);
 			continue;
 		}
+		unsigned int w = writable(e);
+
 		if (x->ruid && x->state != MF_MSG_EXPUNGED &&
 		    x->rfolder == m->rfolder &&
-		    (x->flags & ~x->base_flags) == add &&
-		    (x->base_flags & ~x->flags) == remove &&
+		    (x->flags & ~x->base_flags & w) == add &&
+		    (x->base_flags & ~x->flags & w) == remove &&
 		    mf_store_queue_attempt(cand[i]) == 0) {
 			entries[n] = cand[i];
 			ids[1 + n] = x->ruid;
@@ -488,6 +513,14 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;	/* flags go up with the APPEND or match */
 	add = want & ~m->base_flags;
 	remove = m->base_flags & ~want;
+	if (e->ops->flags_writable) {
+		/* Local-only bits stay a local change (never the base). */
+		unsigned int w = writable(e);
+
+		add &= w;
+		remove &= w;
+		want = (want & w) | (m->base_flags & ~w);
+	}
 	if (!add && !remove)
 		return MF_OK;
 	memset(&rf, 0, sizeof(rf));
@@ -508,9 +541,13 @@ static enum mf_status run_flags(struct mf_engine *e,
 		bool gmore = false;
 
 		if (st == MF_OK) {
-			if (mf_store_flags_pushed(gmsgs[i].id, gmsgs[i].flags,
+			unsigned int w = writable(e);
+			unsigned int pushed = (gmsgs[i].flags & w) |
+					      (gmsgs[i].base_flags & ~w);
+
+			if (mf_store_flags_pushed(gmsgs[i].id, pushed,
 						  &gmore) < 0 ||
-			    gmore)
+			    (gmore && changed_since(e, gmsgs[i].id, pushed)))
 				mf_store_queue_requeue(gentries[i]);
 			else
 				mf_store_queue_done(gentries[i]);
@@ -527,6 +564,8 @@ static enum mf_status run_flags(struct mf_engine *e,
 	if (mf_store_flags_pushed(m->id, want, &more) < 0)
 		return MF_TEMP;
 	/* Changed again while we talked: the same entry runs again. */
+	if (more && e->ops->flags_writable)
+		more = changed_since(e, m->id, want);
 	return more ? MF_TEMP : MF_OK;
 }
 

@@ -184,6 +184,13 @@ struct mf_backend_ops {
 	 * Outlook limit of concurrent requests per mailbox.
 	 */
 	unsigned int max_sessions;
+	/*
+	 * The MF_FLAG_* bits set_flags can store on the server; 0 = all.
+	 * Other bits stay local: the engine never sends them and never
+	 * counts them as agreed with the server, so a listing that does
+	 * not mention them (Graph has no T) leaves them alone.
+	 */
+	unsigned int flags_writable;
 
 	/* Make a session for the account. Does not connect. */
 	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,

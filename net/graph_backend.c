@@ -1951,6 +1951,9 @@ const struct mf_backend_ops mf_graph_backend_ops = {
 	.name = "graph",
 	.caps = MF_CAP_FLAG_GROUPS,
 	.max_sessions = 4,	/* Outlook: 4 concurrent requests/mailbox */
+	/* D (isDraft) is read-only, T has no Graph property: both local */
+	.flags_writable = MF_FLAG_SEEN | MF_FLAG_FLAGGED | MF_FLAG_REPLIED |
+			  MF_FLAG_PASSED,
 	.create = graph_create,
 	.destroy = graph_destroy,
 	.connect = graph_connect,

@@ -591,3 +591,30 @@ def test_upload_answer_lost_makes_one_copy(graph, graph_mailfs):
     assert len(messages(m.acct, "INBOX")) == 1
     assert "left its copy in Drafts" in m.log()
     no_violations(graph)
+
+
+def test_local_only_flags_survive_server_changes(graph, graph_mailfs):
+    ids = graph.seed("INBOX", messages=[{"subject": "t-flag", "isRead": True},
+                                        {"subject": "d-flag", "isRead": True}])
+    m = graph_mailfs(graph)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 2, timeout=SYNC_WAIT)
+    cur = os.path.join(m.acct, "INBOX", "cur")
+    for p in messages(m.acct, "INBOX"):
+        u, _ = parse_name(os.path.basename(p))
+        letters_ = "ST" if b"t-flag" in read(p) else "DS"
+        os.rename(p, os.path.join(cur, "%s:2,%s" % (u, letters_)))
+    # T (no Graph property) and D (isDraft is read-only) stay local; a
+    # change made elsewhere to the same messages keeps them.
+    for mid in ids:
+        graph.control("mark", id=mid, flag="flagged")
+    wait_until(lambda: sorted(letters(p) for p in messages(m.acct, "INBOX")) ==
+               ["DFS", "FST"], timeout=POLL_WAIT)
+    # Even a full listing again (the delta state expired).
+    graph.control("expire_delta")
+    wait_until(lambda: "delta state of a folder expired" in m.log(), timeout=POLL_WAIT)
+    time.sleep(3)
+    assert sorted(letters(p) for p in messages(m.acct, "INBOX")) == ["DFS", "FST"]
+    assert all(not x["isDraft"] for x in graph.messages())
+    m.expect_log(r"delta state of a folder expired")
+    no_violations(graph)
+    m.check_log()
