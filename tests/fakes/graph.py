@@ -275,6 +275,7 @@ class Fake:
         self.reset_stats()
         self.faults = []
         self.reject_token_once = False
+        self.replays = 0   # delta rounds that repeat every change
 
     def reset_stats(self):
         with threading.Lock():
@@ -565,6 +566,11 @@ class Api:
             else:
                 items.append({"@odata.type": "#microsoft.graph.message", "id": mid,
                               "@removed": {"reason": "deleted"}})
+        if fake.replays > 0 and items:
+            # The same changes twice in one round (delta-query-overview:
+            # replays happen; clients merge idempotently).
+            fake.replays -= 1
+            items = items + [dict(i) for i in items]
         round_tok = st._id("skip")
         st.tokens[round_tok] = {"folder": fid, "epoch": st.token_epoch, "items": items,
                                 "offset": 0, "seq": st.seq, "select": select}
@@ -957,6 +963,9 @@ def control(fake, method, what, a):
         if what == "clear_faults":
             with fake.lock:
                 fake.faults = []
+            return {}
+        if what == "replay":
+            fake.replays = a.get("count", 1)
             return {}
         if what == "reject_token":
             fake.reject_token_once = True

@@ -156,6 +156,7 @@ def test_incremental_delta_and_server_changes(graph, graph_mailfs):
     graph.control("reset_stats")
 
     # Another client: read, flag, reply, move, delete, deliver.
+    graph.control("replay", count=10)   # rounds that repeat their changes
     graph.control("mark", id=ids[0], isRead=True)
     graph.control("mark", id=ids[1], flag="flagged")
     graph.control("mark", id=ids[2], verb=103)
@@ -167,6 +168,9 @@ def test_incremental_delta_and_server_changes(graph, graph_mailfs):
         ls = sorted(letters(p) for p in messages(m.acct, "INBOX"))
         return (len(messages(m.acct, "Archive 2")) == 1 and ls == sorted(["S", "F", "R", ""]))
     wait_until(synced, timeout=POLL_WAIT)
+    time.sleep(3)   # a poll later, replays and all: nothing doubled
+    assert len(messages(m.acct, "INBOX")) == 4
+    assert len(messages(m.acct, "Archive 2")) == 1
     # A move on the server is a removal here and a new message there.
     moved = messages(m.acct, "Archive 2")[0]
     assert read(moved).startswith(b"From:")
