@@ -74,6 +74,8 @@ enum {
 	S_REQUEUE_DEL,
 	S_HAS_MKDIR,
 	S_QUEUE_FLAGS_AFTER,
+	S_FIND_MOVED,
+	S_RELOCATE,
 	S_STMT_END,
 };
 
@@ -429,7 +431,7 @@ int mf_store_folder_known_count(int64_t folder, uint64_t *count_r)
 /* ---- message changes ---- */
 
 struct pending_notify {
-	int kind;		/* 0 inval entry, 1 delete */
+	int kind;		/* 0 inval entry, 1 delete, 2 inval inode */
 	uint64_t parent;
 	uint64_t child;
 	char *name;
@@ -478,6 +480,8 @@ static void flush_notes(struct mf_sync_batch *b)
 
 		if (n && p->kind == 1)
 			n->delete_entry(p->parent, p->child, p->name);
+		else if (n && p->kind == 2)
+			n->inval_inode(p->parent);
 		else if (n)
 			n->inval_entry(p->parent, p->name);
 		free(p->name);
@@ -805,7 +809,10 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 	default:
 		break;
 	}
-	ret = set_server(b->c, m->id, 0, NULL, MF_MSG_EXPUNGED);
+	/* With ids_follow the tombstone keeps its id: if the message turns
+	   up in another folder (moved there), it is this row again. */
+	ret = set_server(b->c, m->id, 0, b->info.ids_follow ? m->ruid : NULL,
+			 MF_MSG_EXPUNGED);
 	if (ret < 0)
 		return ret;
 	if (m->dir != MF_DIR_GONE) {
@@ -820,6 +827,76 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 		     (uint64_t)m->id, m->name);
 		b->dirs_changed |= 1u << (m->dir + 1);
 	}
+	return ret;
+}
+
+/*
+ * ids_follow: the message id was known in another folder of the account
+ * (still there, its removal not yet listed; or a tombstone of that
+ * removal). Move the row here, keeping its name, inode and body.
+ */
+static int find_moved(struct mf_sync_batch *b, const char *ruid,
+		      struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_FIND_MOVED,
+		"SELECT " MSG_COLS " FROM message WHERE ruid = ? AND "
+		"((state = 0 AND rfolder != 0 AND rfolder != ? AND "
+		"rfolder = folder) OR (state = 5 AND rfolder = 0)) AND "
+		"folder IN (SELECT id FROM folder WHERE account = ?) "
+		"ORDER BY state LIMIT 1");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, ruid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_text(s, 3, b->account, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "find moved");
+}
+
+static int relocate(struct mf_sync_batch *b, struct mf_message *m)
+{
+	int dir = m->dir;
+	sqlite3_stmt *s;
+	int ret;
+
+	if (dir == MF_DIR_GONE)
+		dir = (m->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
+	s = meta_stmt(b->c, S_RELOCATE,
+		      "UPDATE message SET folder = ?, rfolder = ?, state = 0, "
+		      "dir = ?, gen = ? WHERE id = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, b->folder);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_int(s, 3, dir);
+	sqlite3_bind_int64(s, 4, b->gen);
+	sqlite3_bind_int64(s, 5, m->id);
+	ret = meta_exec_stmt(b->c, s, "relocate");
+	if (ret < 0)
+		return ret;
+	mf_debug(MF_DBG_SYNC, "sync: message %lld moved on the server from "
+		 "folder %lld", (long long)m->id, (long long)m->folder);
+	if (m->dir != MF_DIR_GONE) {
+		uint64_t old = mf_ino_folder(m->folder, m->dir + 1);
+
+		note(b, 1, old, (uint64_t)m->id, m->name);
+		note(b, 2, old, 0, "");
+		ret = meta_bump_mtime(b->c, m->folder, m->dir + 1);
+	}
+	note(b, 0, mf_ino_folder(b->folder, dir + 1), 0, m->name);
+	b->dirs_changed |= 1u << (dir + 1);
+	m->folder = b->folder;
+	m->rfolder = b->folder;
+	m->dir = dir;
+	m->state = MF_MSG_SYNCED;
 	return ret;
 }
 
@@ -849,6 +926,11 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 		ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
 		ret = 0;	/* flags of a message we never listed */
+	} else if (ret == -ENOENT && b->info.ids_follow && b->account &&
+		   find_moved(b, ch->msg.id, &m) == 0) {
+		ret = relocate(b, &m);
+		if (ret == 0)
+			ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT) {
 		ret = b->may_match ? find_match(b, &ch->msg, &m) : -ENOENT;
 		if (ret == 0) {

@@ -141,6 +141,12 @@ struct mf_change {
 struct mf_changes_info {
 	bool snapshot;
 	bool reset;
+	/*
+	 * An id names one message of the account, wherever it is (Graph
+	 * immutable ids): a known id listed in another folder is that
+	 * message moved there, and keeps its row (name, inode, body).
+	 */
+	bool ids_follow;
 };
 
 /*

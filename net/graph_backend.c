@@ -1381,7 +1381,8 @@ static enum mf_status graph_fetch_changes(struct mf_backend *base,
 					  char **cursor_r, char **error_r)
 {
 	struct graph_backend *be = to_graph(base);
-	struct mf_changes_info info = { 0 };
+	/* Immutable ids: a message moved elsewhere keeps its id. */
+	struct mf_changes_info info = { .ids_follow = true };
 	struct delta d = { 0 };
 	char *initial, *link = NULL;
 	const char *start;
@@ -1413,6 +1414,7 @@ static enum mf_status graph_fetch_changes(struct mf_backend *base,
 		*error_r = NULL;
 		delta_free(&d);
 		info.snapshot = true;
+		info.ids_follow = true;
 		st = delta_round(be, initial, &d, &link, &status, error_r);
 	}
 	/* MF_GONE now: the folder itself is gone. */

@@ -1131,7 +1131,7 @@ static enum mf_status sink_begin(const struct mf_changes_sink *sink,
 				 bool snapshot, bool reset, bool *begun,
 				 char **error_r)
 {
-	struct mf_changes_info info;
+	struct mf_changes_info info = { 0 };
 
 	info.snapshot = snapshot;
 	info.reset = reset;

@@ -171,10 +171,10 @@ def test_incremental_delta_and_server_changes(graph, graph_mailfs):
     time.sleep(3)   # a poll later, replays and all: nothing doubled
     assert len(messages(m.acct, "INBOX")) == 4
     assert len(messages(m.acct, "Archive 2")) == 1
-    # A move on the server is a removal here and a new message there.
+    # A move on the server keeps the message's file: same inode (the
+    # immutable id finds its row).
     moved = messages(m.acct, "Archive 2")[0]
-    assert read(moved).startswith(b"From:")
-    assert inodes
+    assert os.stat(moved).st_ino in inodes
     assert new_id
     # Incremental: delta rounds, no full listing of the folder.
     st = graph.stats()
@@ -620,5 +620,33 @@ def test_local_only_flags_survive_server_changes(graph, graph_mailfs):
     assert sorted(letters(p) for p in messages(m.acct, "INBOX")) == ["DFS", "FST"]
     assert all(not x["isDraft"] for x in graph.messages())
     m.expect_log(r"delta state of a folder expired")
+    no_violations(graph)
+    m.check_log()
+
+
+def test_server_side_moves_keep_file_and_body(graph, graph_mailfs):
+    graph.control("mkfolder", name="Later")
+    a, b = graph.seed("INBOX", messages=[{"subject": "move-a", "isRead": True},
+                                         {"subject": "move-b", "isRead": True}])
+    m = graph_mailfs(graph)
+    wait_until(lambda: len(messages(m.acct, "INBOX")) == 2, timeout=SYNC_WAIT)
+    ino = {}
+    for p in messages(m.acct, "INBOX"):
+        ino[b"move-a" in read(p)] = os.stat(p).st_ino    # bodies now cached
+    graph.control("reset_stats")
+    # One way (INBOX -> Later), then both ways at once: whichever folder
+    # the engine lists first, the message keeps its row.
+    graph.control("move", id=a, to="Later")
+    wait_until(lambda: len(messages(m.acct, "Later")) == 1, timeout=POLL_WAIT)
+    assert os.stat(messages(m.acct, "Later")[0]).st_ino == ino[True]
+    graph.control("move", id=b, to="Later")
+    graph.control("move", id=a, to="INBOX")
+    wait_until(lambda: [os.stat(p).st_ino for p in messages(m.acct, "INBOX")] == [ino[True]] and
+               [os.stat(p).st_ino for p in messages(m.acct, "Later")] == [ino[False]],
+               timeout=POLL_WAIT)
+    assert b"move-a" in read(messages(m.acct, "INBOX")[0])
+    assert b"move-b" in read(messages(m.acct, "Later")[0])
+    st = graph.stats()
+    assert not any("$value" in r for r in st["by_route"]), st["by_route"]   # no re-download
     no_violations(graph)
     m.check_log()
