@@ -82,8 +82,6 @@ static const char schema[] =
 	"CREATE INDEX IF NOT EXISTS message_server"
 	" ON message(rfolder, ruid) WHERE ruid IS NOT NULL;"
 	"DROP INDEX IF EXISTS message_match;"
-	"CREATE INDEX IF NOT EXISTS message_ruid"
-	" ON message(ruid) WHERE ruid IS NOT NULL;"
 	"CREATE INDEX IF NOT EXISTS message_content"
 	" ON message(folder, msgid, size);"
 	"CREATE TABLE IF NOT EXISTS queue ("

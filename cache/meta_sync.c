@@ -840,11 +840,14 @@ static int find_moved(struct mf_sync_batch *b, const char *ruid,
 {
 	sqlite3_stmt *s = meta_stmt(
 		b->c, S_FIND_MOVED,
-		"SELECT " MSG_COLS " FROM message WHERE ruid = ? AND "
-		"((state = 0 AND rfolder != 0 AND rfolder != ? AND "
-		"rfolder = folder) OR (state = 5 AND rfolder = 0)) AND "
-		"folder IN (SELECT id FROM folder WHERE account = ?) "
-		"ORDER BY state LIMIT 1");
+		/* message_server (rfolder, ruid): a point lookup per folder
+		   of the account, and one for the tombstones (rfolder 0) */
+		"SELECT " MSG_COLS " FROM message WHERE ruid = ?1 AND "
+		"rfolder IN (SELECT id FROM folder WHERE account = ?3 "
+		"UNION ALL SELECT 0) AND ((state = 0 AND rfolder != 0 AND "
+		"rfolder != ?2 AND rfolder = folder) OR (state = 5 AND "
+		"rfolder = 0 AND folder IN (SELECT id FROM folder WHERE "
+		"account = ?3))) ORDER BY state LIMIT 1");
 	int rc;
 
 	if (!s)
