@@ -76,6 +76,8 @@ enum {
 	S_QUEUE_FLAGS_AFTER,
 	S_FIND_MOVED,
 	S_RELOCATE,
+	S_FOLDER_OPS_QUEUED,
+	S_FOLDER_FOLLOW,
 	S_STMT_END,
 };
 
@@ -170,10 +172,87 @@ static int64_t ensure_parents(struct meta_conn *c, const char *account,
 	return id;
 }
 
+struct renamed {
+	int64_t parent;
+	char *name;
+};
+
+/*
+ * A folder the server lists under its old remote name but at another
+ * path: renamed or moved on the server, with an id that stays (Graph).
+ * Follow it, unless local folder changes are still queued (then the
+ * listing may show what they are about to change).
+ */
+static int follow_rename(struct meta_conn *c, const char *account,
+			 int64_t root, int64_t id, const char *path,
+			 struct renamed **ren, unsigned int *nren)
+{
+	struct mf_folder f;
+	sqlite3_stmt *s;
+	int64_t parent;
+	const char *slash = strrchr(path, '/');
+	bool queued = false;
+	int ret;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(id, &f) < 0 || f.state != MF_FOLDER_PRESENT ||
+	    strcmp(f.path, path) == 0 || folder_by_path(c, account, path) > 0) {
+		mf_folder_clear(&f);
+		return 0;
+	}
+	s = meta_stmt(c, S_FOLDER_OPS_QUEUED,
+		      "SELECT 1 FROM queue WHERE account = ? AND op IN "
+		      "(5, 6, 7) LIMIT 1");
+	if (!s) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	queued = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_reset(s);
+	if (queued) {
+		mf_folder_clear(&f);
+		return 0;
+	}
+	parent = ensure_parents(c, account, root, path);
+	if (parent < 0) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	s = meta_stmt(c, S_FOLDER_FOLLOW,
+		      "UPDATE folder SET parent = ?, name = ? WHERE id = ?");
+	if (!s) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	sqlite3_bind_int64(s, 1, parent);
+	sqlite3_bind_text(s, 2, slash ? slash + 1 : path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, id);
+	ret = meta_exec_stmt(c, s, "folder follow");
+	if (ret == 0)
+		ret = meta_repath(c, id, path);
+	if (ret == 0)
+		ret = meta_bump_mtime(c, f.parent, 0);
+	if (ret == 0)
+		ret = meta_bump_mtime(c, parent, 0);
+	if (ret == 0) {
+		mf_info("%s: folder %s is now %s on the server", account,
+			f.path, path);
+		*ren = xrealloc(*ren, (*nren + 1) * sizeof(**ren));
+		(*ren)[*nren].parent = f.parent;
+		(*ren)[*nren].name = xstrdup(f.name);
+		(*nren)++;
+	}
+	mf_folder_clear(&f);
+	return ret;
+}
+
 int mf_store_apply_folder_list(const char *account,
 			       const struct mf_remote_folder *folders,
 			       unsigned int n)
 {
+	struct renamed *ren = NULL;
+	unsigned int nren = 0;
 	struct meta_conn *c;
 	sqlite3_stmt *s;
 	int64_t root;
@@ -215,6 +294,12 @@ int mf_store_apply_folder_list(const char *account,
 			state = sqlite3_column_int(s, 1);
 		}
 		sqlite3_reset(s);
+		if (id != 0 && state == MF_FOLDER_PRESENT) {
+			ret = follow_rename(c, account, root, id, rf->path,
+					    &ren, &nren);
+			if (ret < 0)
+				break;
+		}
 		if (id == 0 || state == MF_FOLDER_GONE) {
 			/* A folder mailfs did not know, or one that came
 			 * back: maybe a virtual directory already stands
@@ -306,6 +391,15 @@ int mf_store_apply_folder_list(const char *account,
 			"folder", account);
 	}
 	ret = meta_wend(c, ret);
+	for (unsigned int i = 0; i < nren; i++) {
+		if (ret == 0 && notify) {
+			notify->inval_entry(mf_ino_folder(ren[i].parent, 0),
+					    ren[i].name);
+			notify->inval_inode(mf_ino_folder(ren[i].parent, 0));
+		}
+		free(ren[i].name);
+	}
+	free(ren);
 	if (ret == 0 && notify) {
 		/* Parents of new and vanished folders: names changed. */
 		notify->inval_inode(mf_ino_folder(root, 0));

@@ -650,3 +650,27 @@ def test_server_side_moves_keep_file_and_body(graph, graph_mailfs):
     assert not any("$value" in r for r in st["by_route"]), st["by_route"]   # no re-download
     no_violations(graph)
     m.check_log()
+
+
+def test_server_side_folder_changes_appear(graph, graph_mailfs):
+    graph.control("mkfolder", name="Old name")
+    graph.control("mkfolder", parent="Old name", name="Kid")
+    graph.seed("Old name", messages=[{"subject": "in old", "isRead": True}])
+    graph.seed("Old name/Kid", messages=[{"subject": "in kid", "isRead": True}])
+    m = graph_mailfs(graph)
+    wait_until(lambda: len(messages(m.acct, "Old name")) == 1 and
+               len(messages(m.acct, "Old name/Kid")) == 1, timeout=SYNC_WAIT)
+    ino = os.stat(messages(m.acct, "Old name")[0]).st_ino
+    kid_ino = os.stat(messages(m.acct, "Old name/Kid")[0]).st_ino
+    graph.control("mkfolder", name="Brand new")
+    graph.control("deliver", folder="Brand new", subject="fresh in new")
+    graph.control("rename_folder", path="Old name", name="New name")
+    wait_until(lambda: "New name" in folders(m.acct) and "Old name" not in folders(m.acct)
+               and len(messages(m.acct, "Brand new")) == 1, timeout=POLL_WAIT)
+    wait_until(lambda: len(messages(m.acct, "New name")) == 1, timeout=POLL_WAIT)
+    # The folder id is the same: its messages keep their files.
+    assert os.stat(messages(m.acct, "New name")[0]).st_ino == ino
+    assert os.stat(messages(m.acct, "New name/Kid")[0]).st_ino == kid_ino
+    assert not os.path.exists(os.path.join(m.acct, "Old name"))
+    no_violations(graph)
+    m.check_log()
