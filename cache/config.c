@@ -588,6 +588,24 @@ static int load_account(const char *file, struct section *sec,
 		}
 		if (!a->port)
 			a->port = a->tls == MF_TLS_IMPLICIT ? 993 : 143;
+	} else if (strcmp(a->type, "graph") == 0) {
+		const char *api;
+
+		/*
+		 * "user" is optional: requests go to /me, whoever the
+		 * token belongs to; user (the mailbox address) is for
+		 * messages and the OAuth login hint.
+		 */
+		kv = find_kv(a->kv, a->kv_count, "api_url");
+		api = kv ? kv->value : NULL;
+		if (api && strncasecmp(api, "https://", 8) != 0 &&
+		    strncasecmp(api, "http://", 7) != 0) {
+			*error_r = xasprintf("%s:%d: api_url must be an http:// "
+					     "or https:// URL", file, kv->line);
+			return -EINVAL;
+		}
+		if (!a->host)
+			a->host = xstrdup(api ? api : "graph.microsoft.com");
 	}
 	return 0;
 }

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 static struct {
 	char *db_path;
@@ -71,7 +71,8 @@ static const char schema[] =
 	" msgid TEXT,"
 	" blob TEXT,"
 	" state INTEGER NOT NULL DEFAULT 0,"
-	" gen INTEGER NOT NULL DEFAULT 0);"
+	" gen INTEGER NOT NULL DEFAULT 0,"
+	" size_est INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS message_place"
 	" ON message(folder, dir, name);"
 	/* (folder, dir) then rowid: readdir's id-cookie ranges. */
@@ -273,6 +274,7 @@ void meta_read_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = col_strdup(s, 12);
 	m->blob = col_strdup(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 /* Like meta_read_message, but the strings are borrowed from s. */
@@ -293,6 +295,7 @@ static void peek_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = (char *)sqlite3_column_text(s, 12);
 	m->blob = (char *)sqlite3_column_text(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 void meta_read_folder(sqlite3_stmt *s, struct mf_folder *f)
@@ -398,6 +401,37 @@ static int migrate_4_blob_cache(struct meta_conn *c, char **error_r)
 	return 0;
 }
 
+/*
+ * Schema 4 -> 5: a message's size may be the server's estimate (Graph's
+ * size, Gmail's sizeEstimate) until its body is read; such a name has no
+ * ",S=" and the kernel keeps no attributes of it. A store created by this
+ * version has the column already (the schema above).
+ */
+static int migrate_5_size_estimates(struct meta_conn *c, char **error_r)
+{
+	sqlite3_stmt *s = NULL;
+	bool have = false;
+
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT 1 FROM pragma_table_info('message') "
+			       "WHERE name = 'size_est'",
+			       -1, &s, NULL) == SQLITE_OK)
+		have = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	if (sqlite3_exec(c->db,
+			 have ? "PRAGMA user_version = 5;"
+			      : "BEGIN; ALTER TABLE message ADD COLUMN size_est "
+				"INTEGER NOT NULL DEFAULT 0; "
+				"PRAGMA user_version = 5; COMMIT;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot upgrade %s to schema 5: %s",
+				     meta.db_path, sqlite3_errmsg(c->db));
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
 int mf_store_open(const char *state_dir, char **error_r)
 {
 	struct meta_conn *c;
@@ -476,7 +510,7 @@ int mf_store_open(const char *state_dir, char **error_r)
 			     "WHERE name = 'message');"
 			     "PRAGMA user_version = 2;",
 			     NULL, NULL, NULL);
-	} else if (version == 1) {
+	} else if (version < 2) {
 		/* 1 -> 2: the user can accept a held-back removal. */
 		if (sqlite3_exec(c->db,
 				 "ALTER TABLE folder ADD COLUMN accept INTEGER "
@@ -491,6 +525,8 @@ int mf_store_open(const char *state_dir, char **error_r)
 	if (version < 3 && migrate_3_view_headers(c, error_r) < 0)
 		return -EIO;
 	if (version < 4 && migrate_4_blob_cache(c, error_r) < 0)
+		return -EIO;
+	if (version < 5 && migrate_5_size_estimates(c, error_r) < 0)
 		return -EIO;
 	/*
 	 * Tombstones of expunged messages are kept while the kernel may
@@ -977,15 +1013,14 @@ void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 {
 	char uniq[96];
 
-	/* size 0: not known exactly (Gmail's sizeEstimate); a ",S=" must
-	   not claim it (see DESIGN.md, sizes). */
-	if (size)
+	/* SIZE_UNKNOWN: no ",S=" (readers trust it as the exact size). */
+	if (size == META_SIZE_UNKNOWN)
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
+			 (long long)internaldate, (long long)id);
+	else
 		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
 			 (long long)internaldate, (long long)id,
 			 (unsigned long long)size);
-	else
-		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
-			 (long long)internaldate, (long long)id);
 	if (mf_maildir_format(uniq, flags, "", dir == MF_DIR_CUR, buf,
 			      size_buf) < 0)
 		snprintf(buf, size_buf, "%s", uniq);

@@ -444,12 +444,82 @@ static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
 
 /* ---- write-back ---- */
 
+/* The bits of flags the server can store (the rest stay local). */
+static unsigned int writable(const struct mf_engine *e)
+{
+	return e->ops->flags_writable ? e->ops->flags_writable : MF_FLAG_ALL;
+}
+
+/*
+ * After flags were pushed: did the user change a bit the server stores
+ * meanwhile? (mf_store_flags_pushed compares every bit.)
+ */
+static bool changed_since(const struct mf_engine *e, int64_t msg,
+			  unsigned int pushed)
+{
+	struct mf_message cur;
+	bool differs = false;
+
+	memset(&cur, 0, sizeof(cur));
+	if (mf_store_message_get(msg, &cur) == 0)
+		differs = ((cur.flags ^ pushed) & writable(e)) != 0;
+	mf_message_clear(&cur);
+	return differs;
+}
+
+/*
+ * Queued flag changes after entry q that can go in the same request as
+ * m's: the same server folder and the same change. Their attempts are
+ * recorded; *n_r of them are in entries/msgs, their ids in ids[1..].
+ */
+static unsigned int flag_group(struct mf_engine *e,
+			       const struct mf_queue_entry *q,
+			       const struct mf_message *m, unsigned int add,
+			       unsigned int remove, int64_t *entries,
+			       struct mf_message *msgs, const char **ids)
+{
+	int64_t cand[MF_FLAG_GROUP_MAX * 3], cmsg[MF_FLAG_GROUP_MAX * 3];
+	unsigned int nc = 0, n = 0;
+
+	if (!(e->ops->caps & MF_CAP_FLAG_GROUPS) ||
+	    mf_store_queue_flags_after(e->acct->name, q->id, now_ms(),
+				       MF_ARRAY_SIZE(cand), cand, cmsg,
+				       &nc) < 0)
+		return 0;
+	for (unsigned int i = 0; i < nc && n + 1 < MF_FLAG_GROUP_MAX; i++) {
+		struct mf_message *x = &msgs[n];
+
+		memset(x, 0, sizeof(*x));
+		if (cmsg[i] == m->id || mf_store_message_get(cmsg[i], x) < 0) {
+			mf_message_clear(x);
+			continue;
+		}
+		unsigned int w = writable(e);
+
+		if (x->ruid && x->state != MF_MSG_EXPUNGED &&
+		    x->rfolder == m->rfolder &&
+		    (x->flags & ~x->base_flags & w) == add &&
+		    (x->base_flags & ~x->flags & w) == remove &&
+		    mf_store_queue_attempt(cand[i]) == 0) {
+			entries[n] = cand[i];
+			ids[1 + n] = x->ruid;
+			n++;
+		} else {
+			mf_message_clear(x);
+		}
+	}
+	return n;
+}
+
 static enum mf_status run_flags(struct mf_engine *e,
+				const struct mf_queue_entry *q,
 				const struct mf_message *m, char **err)
 {
 	struct mf_folder rf;
-	unsigned int want = m->flags, add, remove;
-	const char *ids[1];
+	unsigned int want = m->flags, add, remove, ngroup;
+	const char *ids[MF_FLAG_GROUP_MAX];
+	int64_t gentries[MF_FLAG_GROUP_MAX];
+	struct mf_message gmsgs[MF_FLAG_GROUP_MAX];
 	enum mf_status st;
 	bool more = false;
 
@@ -457,6 +527,14 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;	/* flags go up with the APPEND or match */
 	add = want & ~m->base_flags;
 	remove = m->base_flags & ~want;
+	if (e->ops->flags_writable) {
+		/* Local-only bits stay a local change (never the base). */
+		unsigned int w = writable(e);
+
+		add &= w;
+		remove &= w;
+		want = (want & w) | (m->base_flags & ~w);
+	}
 	if (!add && !remove)
 		return MF_OK;
 	memset(&rf, 0, sizeof(rf));
@@ -465,9 +543,34 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;
 	}
 	ids[0] = m->ruid;
-	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1, add, remove,
-			       err);
+	ngroup = flag_group(e, q, m, add, remove, gentries, gmsgs, ids);
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1 + ngroup, add,
+			       remove, err);
 	mf_folder_clear(&rf);
+	/*
+	 * The grouped entries are done when the request was; otherwise
+	 * they stay queued and run on their own, in order.
+	 */
+	for (unsigned int i = 0; i < ngroup; i++) {
+		bool gmore = false;
+
+		if (st == MF_OK) {
+			unsigned int w = writable(e);
+			unsigned int pushed = (gmsgs[i].flags & w) |
+					      (gmsgs[i].base_flags & ~w);
+
+			if (mf_store_flags_pushed(gmsgs[i].id, pushed,
+						  &gmore) < 0 ||
+			    (gmore && changed_since(e, gmsgs[i].id, pushed)))
+				mf_store_queue_requeue(gentries[i]);
+			else
+				mf_store_queue_done(gentries[i]);
+		}
+		mf_message_clear(&gmsgs[i]);
+	}
+	if (ngroup)
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, ngroup + 1);
 	if (st == MF_GONE)
 		return MF_OK;	/* expunged meanwhile: the delete wins */
 	if (st != MF_OK)
@@ -475,6 +578,8 @@ static enum mf_status run_flags(struct mf_engine *e,
 	if (mf_store_flags_pushed(m->id, want, &more) < 0)
 		return MF_TEMP;
 	/* Changed again while we talked: the same entry runs again. */
+	if (more && e->ops->flags_writable)
+		more = changed_since(e, m->id, want);
 	return more ? MF_TEMP : MF_OK;
 }
 
@@ -504,7 +609,7 @@ static enum mf_status run_flags_bulk(struct mf_engine *e,
 	remove = m->base_flags & ~m->flags;
 	if (!m->ruid || m->state == MF_MSG_EXPUNGED || (!add && !remove) ||
 	    mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
-		st = run_flags(e, m, err);
+		st = run_flags(e, q, m, err);
 		goto out;
 	}
 	ids[k++] = m->ruid;
@@ -554,7 +659,7 @@ static enum mf_status run_flags_bulk(struct mf_engine *e,
 		/* One of them is gone: each on its own finds which. */
 		free(*err);
 		*err = NULL;
-		st = run_flags(e, m, err);
+		st = run_flags(e, q, m, err);
 	}
 out:
 	for (unsigned int i = 0; i < n; i++)
@@ -624,6 +729,7 @@ static enum mf_status run_append(struct mf_engine *e,
 		info.flags = m->flags;
 		info.internaldate = m->internaldate;
 		info.size = m->size;
+		info.retry = q->attempts > 0;
 		st = e->ops->append(e->main_be, f.remote, fd, &info, &id, err);
 		if (st == MF_OK)
 			mf_info("%s: uploaded %s", e->acct->name, m->name);
@@ -852,7 +958,7 @@ static int64_t drain_queue(struct mf_engine *e)
 		case MF_OP_FLAGS:
 			st = (e->ops->caps & MF_CAP_BULK_FLAGS)
 				     ? run_flags_bulk(e, &q, &m, &err)
-				     : run_flags(e, &m, &err);
+				     : run_flags(e, &q, &m, &err);
 			break;
 		case MF_OP_APPEND:
 			st = run_append(e, &q, &m, &err);
@@ -1076,7 +1182,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 		if (mf_store_sibling_blob(m.id, &blob) == 0 &&
 		    (fd = mf_blob_open(blob)) >= 0) {
 			ret = fstat(fd, &bst) < 0 ? -errno : 0;
-			close(fd);
+			mf_blob_close(fd);
 			if (ret == 0)
 				ret = mf_store_set_blob(m.id, blob,
 							(uint64_t)bst.st_size,
@@ -1617,6 +1723,16 @@ int mf_engine_start(const struct mf_config *cfg,
 	e->ops = ops;
 	e->nfetch = MF_MAX(1, MF_MIN(acct->max_connections,
 				     MAX_FETCH_THREADS));
+	if (ops->max_sessions) {
+		/* The server's limit counts every session: main, push, and
+		   the fetchers. */
+		unsigned int others = ops->wait_push ? 2 : 1;
+		unsigned int cap = ops->max_sessions > others
+					   ? ops->max_sessions - others
+					   : 1;
+
+		e->nfetch = MF_MIN(e->nfetch, cap);
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	pthread_cond_init(&e->fetch_cond, NULL);

@@ -236,17 +236,13 @@ static void fill_message(struct stat *st, const struct mf_message *m)
 }
 
 /*
- * How long the kernel may keep a message's attributes. 0 while being
- * written, and while the size is only the server's estimate (Gmail's
- * sizeEstimate: no ",S=" in the name and no body yet), so that the size
- * after open() (which fetches the body) is the exact one
- * (fuse-prior-art.md 2.9).
+ * How long the kernel may keep a message's attributes: not at all while
+ * the size may change (a tmp/ file being written; a size the server only
+ * estimated, fixed when open() fetches the body: fuse-prior-art.md §2.9).
  */
-static double message_attr_timeout(const struct mf_message *m)
+static double attr_timeout_of(const struct mf_message *m)
 {
-	if (m->state == MF_MSG_TMP)
-		return 0;
-	if (m->ruid && !m->blob && !strstr(m->name, ",S="))
+	if (m->state == MF_MSG_TMP || m->size_estimated)
 		return 0;
 	return fsopt.attr_timeout;
 }
@@ -294,7 +290,7 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 		if (ret < 0)
 			return ret;
 		fill_message(st, &m);
-		*timeout_r = message_attr_timeout(&m);
+		*timeout_r = attr_timeout_of(&m);
 		mf_message_clear(&m);
 		return 0;
 	}
@@ -308,7 +304,7 @@ static void entry_from_message(const struct mf_message *m,
 	memset(e, 0, sizeof(*e));
 	fill_message(&e->attr, m);
 	e->ino = (fuse_ino_t)m->id;
-	e->attr_timeout = message_attr_timeout(m);
+	e->attr_timeout = attr_timeout_of(m);
 	e->entry_timeout = fsopt.entry_timeout;
 }
 

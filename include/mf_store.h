@@ -127,6 +127,8 @@ struct mf_message {
 	char *msgid;		/* owned or NULL */
 	char *blob;		/* owned sha256 hex, or NULL */
 	int state;		/* enum mf_msg_state */
+	bool size_estimated;	/* size is the server's estimate (Graph):
+				   exact once the body is fetched */
 };
 
 /*
@@ -357,6 +359,15 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
 int mf_store_queue_flags_run(const char *account, int64_t after,
 			     unsigned int max, int64_t *entries,
 			     int64_t *msgs, unsigned int *n_r);
+/*
+ * Up to max FLAGS entries of account after entry "after" that are due by
+ * now_ms, in queue order (their ids and messages): flag changes the
+ * engine may send together with the first one.
+ */
+int mf_store_queue_flags_after(const char *account, int64_t after,
+			       int64_t now_ms, unsigned int max,
+			       int64_t *entries, int64_t *msgs,
+			       unsigned int *n_r);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);

@@ -426,10 +426,23 @@ enum mf_status mf_http_call(struct mf_http *h,
 	char *token = NULL;
 	enum mf_status st = MF_TEMP;
 
+	/* Where a streamed body starts: a retry rewrites it from there. */
+	off_t out_start = req->out_fd >= 0 ? lseek(req->out_fd, 0, SEEK_CUR)
+					   : (off_t)-1;
+
 	for (unsigned int attempt = 1;; attempt++) {
 		const char *hdrs[32];
 		size_t n = 0;
 		char *auth = NULL;
+
+		if (attempt > 1 && out_start >= 0 &&
+		    (ftruncate(req->out_fd, out_start) < 0 ||
+		     lseek(req->out_fd, out_start, SEEK_SET) < 0)) {
+			*error_r = xasprintf("cannot rewind the output file: "
+					     "%s", strerror(errno));
+			st = MF_TEMP;
+			break;
+		}
 
 		if (policy->tokens && !token) {
 			st = mf_token_get(policy->tokens, refreshed, &token,

@@ -235,6 +235,26 @@ static void test_cache_keys(void **state)
 	expect_error(text, "prefetch_max_age must be a number");
 }
 
+static void test_graph(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	cfg = parse_ok("[account o365]\ntype = graph\n"
+		       "user = alice@contoso.com\n"
+		       "api_url = http://127.0.0.1:8080/v1.0\n"
+		       "token_command = echo T\n");
+	assert_string_equal(cfg->accounts[0].type, "graph");
+	assert_string_equal(mf_account_get(&cfg->accounts[0], "api_url"),
+			    "http://127.0.0.1:8080/v1.0");
+	mf_config_free(&cfg);
+	/* user is optional: requests go to /me */
+	cfg = parse_ok("[account o365]\ntype = graph\n");
+	mf_config_free(&cfg);
+	expect_error("[account o365]\ntype = graph\napi_url = ftp://x/\n",
+		     "api_url");
+}
+
 static void test_password_command(void **state)
 {
 	struct mf_config *cfg;
@@ -337,6 +357,7 @@ int main(void)
 		cmocka_unit_test(test_cache_keys),
 		cmocka_unit_test(test_password_command),
 		cmocka_unit_test(test_views),
+		cmocka_unit_test(test_graph),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
