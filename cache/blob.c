@@ -21,6 +21,7 @@
 #define EVICT_INTERVAL_S 30	/* background pass (and access-time flush) */
 #define EVICT_GRACE_S 10	/* a body used this recently stays */
 #define EVICT_PAGE 128		/* candidates asked for at a time */
+#define EVICT_KICK_MS 1000	/* new bodies start a pass this often */
 #define PENDING_FLUSH 4096	/* records that make the thread flush early */
 #define PENDING_MAX 65536	/* records kept at most; more are dropped */
 
@@ -44,6 +45,7 @@ static struct {
 	bool walked[256];	/* subdirectories counted into total */
 	bool walk_done;
 	uint64_t evicted;
+	int64_t last_pass_ms;	/* monotonic: when the last pass ended */
 	struct blob_rec *pending;	/* new bodies and accesses to record */
 	unsigned int npending, pending_cap;
 	struct open_blob *opens;	/* blobs open (mf_blob_open) */
@@ -364,7 +366,9 @@ static void blob_added(const char *hash, uint64_t size, bool existed)
 	if (!existed && (blob.walk_done || (sub >= 0 && blob.walked[sub])))
 		blob.total += size;
 	pending_add(hash, size);
-	if (blob.total > blob.max_size) {
+	/* A pass a second at most: each costs a store transaction. */
+	if (blob.total > blob.max_size &&
+	    mf_mono_ms() - blob.last_pass_ms >= EVICT_KICK_MS) {
 		blob.kicked = true;
 		pthread_cond_signal(&blob.cond);
 	}
@@ -591,6 +595,7 @@ static void *evict_main(void *arg)
 		flush_pending();
 		evict();
 		pthread_mutex_lock(&blob.lock);
+		blob.last_pass_ms = mf_mono_ms();
 	}
 	pthread_mutex_unlock(&blob.lock);
 	return NULL;
