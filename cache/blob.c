@@ -439,7 +439,7 @@ static void flush_pending(void)
 		}
 		recs[out++] = recs[i];
 	}
-	meta_blob_record(recs, out);	/* a failure is logged; atimes only */
+	meta_blob_record(recs, out);	/* failures are logged */
 	free(recs);
 }
 
@@ -582,7 +582,7 @@ static void *evict_main(void *arg)
 		if (!blob.kicked) {
 			struct timespec ts;
 
-			/* Above the limit with only fresh bodies: retry soon. */
+			/* Over the limit with only fresh bodies: soon. */
 			clock_gettime(CLOCK_REALTIME, &ts);
 			ts.tv_sec += over_limit() ? EVICT_GRACE_S
 						  : EVICT_INTERVAL_S;
