@@ -21,6 +21,7 @@
 #define EVICT_INTERVAL_S 30	/* background pass (and access-time flush) */
 #define EVICT_GRACE_S 10	/* a body used this recently stays */
 #define EVICT_PAGE 128		/* candidates asked for at a time */
+#define EVICT_KICK_MS 1000	/* passes new bodies start, at most */
 #define PENDING_FLUSH 4096	/* records that make the thread flush early */
 #define PENDING_MAX 65536	/* records kept at most; more are dropped */
 
@@ -44,6 +45,7 @@ static struct {
 	bool walked[256];	/* subdirectories counted into total */
 	bool walk_done;
 	uint64_t evicted;
+	int64_t last_pass_ms;	/* monotonic: when the last pass ended */
 	struct blob_rec *pending;	/* new bodies and accesses to record */
 	unsigned int npending, pending_cap;
 	struct open_blob *opens;	/* blobs open (mf_blob_open) */
@@ -470,7 +472,7 @@ static void flush_pending(void)
 		}
 		recs[out++] = recs[i];
 	}
-	meta_blob_record(recs, out);	/* a failure is logged; atimes only */
+	meta_blob_record(recs, out);	/* failures are logged */
 	free(recs);
 }
 
@@ -610,22 +612,37 @@ static void *evict_main(void *arg)
 	pthread_mutex_lock(&blob.lock);
 	blob.kicked = true;	/* one pass right after the walk */
 	while (!blob.stop) {
-		if (!blob.kicked) {
-			struct timespec ts;
+		int64_t now = mf_mono_ms(), wake;
 
-			/* Above the limit with only fresh bodies: retry soon. */
+		/*
+		 * Kicked (a body landed past the limit): a pass a second at
+		 * most, as each costs a store transaction. Over the limit
+		 * with only fresh bodies: again after the grace period.
+		 * Otherwise every EVICT_INTERVAL_S.
+		 */
+		if (blob.kicked)
+			wake = blob.last_pass_ms + EVICT_KICK_MS;
+		else if (over_limit())
+			wake = blob.last_pass_ms + EVICT_GRACE_S * 1000;
+		else
+			wake = blob.last_pass_ms + EVICT_INTERVAL_S * 1000;
+		if (wake > now) {
+			struct timespec ts;
+			int64_t ns;
+
 			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += over_limit() ? EVICT_GRACE_S
-						  : EVICT_INTERVAL_S;
+			ns = ts.tv_nsec + (wake - now) % 1000 * 1000000;
+			ts.tv_sec += (wake - now) / 1000 + ns / 1000000000;
+			ts.tv_nsec = ns % 1000000000;
 			pthread_cond_timedwait(&blob.cond, &blob.lock, &ts);
-			if (blob.stop)
-				break;
+			continue;	/* look again: kicked, stopped, due */
 		}
 		blob.kicked = false;
 		pthread_mutex_unlock(&blob.lock);
 		flush_pending();
 		evict();
 		pthread_mutex_lock(&blob.lock);
+		blob.last_pass_ms = mf_mono_ms();
 	}
 	pthread_mutex_unlock(&blob.lock);
 	return NULL;

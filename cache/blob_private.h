@@ -14,7 +14,7 @@
 
 struct blob_rec {
 	char hash[MF_BLOB_HASH_LEN + 1];
-	uint64_t size;		/* a new body's size, or BLOB_TOUCH_ONLY */
+	uint64_t size;		/* a new body's size or BLOB_TOUCH_ONLY */
 	int64_t atime;		/* seconds */
 };
 

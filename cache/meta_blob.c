@@ -38,8 +38,9 @@ int meta_blob_record(const struct blob_rec *recs, unsigned int n)
 				      "WHERE hash = ?1 AND atime < ?2");
 		} else {
 			s = meta_stmt(c, S_BLOB_INSERT,
-				      "INSERT INTO blob_cache(hash, size, atime)"
-				      " VALUES (?1, ?3, ?2) ON CONFLICT(hash) "
+				      "INSERT INTO blob_cache(hash, size, "
+				      "atime) VALUES (?1, ?3, ?2) "
+				      "ON CONFLICT(hash) "
 				      "DO UPDATE SET size = excluded.size, "
 				      "atime = max(atime, excluded.atime) "
 				      "WHERE excluded.atime > atime OR "

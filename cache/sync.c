@@ -1264,7 +1264,8 @@ static bool prefetch_pending(struct mf_engine *e)
 	}
 	mf_store_prefetch_batch(e->acct->name,
 				e->acct->prefetch == MF_PREFETCH_NEW,
-				e->acct->prefetch_max_size, prefetch_min_date(e),
+				e->acct->prefetch_max_size,
+				prefetch_min_date(e),
 				e->prefetch_after, PREFETCH_BATCH,
 				e->prefetch_ids, &n);
 	e->prefetch_n = n;

@@ -113,8 +113,8 @@ static void status_cache(struct mf_buf *out)
 
 	mf_blob_stats(&bs);
 	if (bs.max_size)
-		mf_buf_printf(out, "cache: %llu of %llu bytes (cache_max_size), "
-			      "%llu bodies evicted\n",
+		mf_buf_printf(out, "cache: %llu of %llu bytes "
+			      "(cache_max_size), %llu bodies evicted\n",
 			      (unsigned long long)bs.size,
 			      (unsigned long long)bs.max_size,
 			      (unsigned long long)bs.evicted);

@@ -68,8 +68,8 @@ struct mf_account {
 				   sections that can show this account */
 	uint64_t prefetch_max_size;	/* bytes; 0 = no limit: larger bodies
 					   are not prefetched */
-	unsigned int prefetch_max_age;	/* days; 0 = no limit: prefetch only
-					   messages dated within this */
+	unsigned int prefetch_max_age;	/* days; 0 = no limit: prefetch
+					   only messages dated within */
 
 	struct mf_kv *kv;	/* owned; every key of the section */
 	unsigned int kv_count;
