@@ -597,19 +597,15 @@ int main(int argc, char *argv[])
 	}
 	memset(&cl, 0, sizeof(cl));
 	if (fuse_opt_parse(&args, &cl, mailfs_opts, opt_proc) == -1)
-		return 1;
-	if (cl.show_help) {
-		usage(argv[0]);
-		return 0;
-	}
-	if (cl.show_version) {
-		printf("mailfs %s (libfuse %s)\n", MAILFS_VERSION,
-		       fuse_pkgversion());
-		return 0;
-	}
-	if (!cl.mountpoint) {
-		usage(argv[0]);
-		return 1;
+		goto out_args;
+	if (cl.show_help || cl.show_version || !cl.mountpoint) {
+		if (cl.show_version)
+			printf("mailfs %s (libfuse %s)\n", MAILFS_VERSION,
+			       fuse_pkgversion());
+		else
+			usage(argv[0]);
+		ret = !cl.show_help && !cl.show_version;
+		goto out_args;
 	}
 	{
 		char *real = realpath(cl.mountpoint, NULL);
@@ -617,8 +613,7 @@ int main(int argc, char *argv[])
 		if (!real) {
 			fprintf(stderr, "mount.mailfs: bad mount point %s: "
 				"%s\n", cl.mountpoint, strerror(errno));
-			free(cl.mountpoint);
-			return 1;
+			goto out_args;
 		}
 		free(cl.mountpoint);
 		cl.mountpoint = real;
@@ -767,6 +762,7 @@ out:
 	mf_config_free(&cfg);
 	if (lockfd >= 0)
 		close(lockfd);
+out_args:
 	free(cl.config);
 	free(cl.debug);
 	free(cl.source);
