@@ -609,3 +609,23 @@ def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
         s.close()
+
+
+def test_status_shows_failed_operations_with_errors(dovecot, mailfs):
+    dovecot.append("INBOX", msg(50), flags=("\\Seen",))
+    with dovecot.client() as c:
+        c.create("Gone")
+    m = mailfs(dovecot, poll_interval=300)
+    m.expect_log(r"(failed for good|TRYCREATE|doesn't exist|no such|Gone)")
+    wait_until(lambda: count(m.acct, "INBOX") == 1 and os.path.isdir(m.folder("Gone/cur")),
+               SYNC_WAIT)
+    with dovecot.client() as c:
+        c.delete("Gone")
+    p = messages(m.acct, "INBOX")[0]
+    os.rename(p, os.path.join(m.folder("Gone"), "cur", os.path.basename(p)))
+    out = wait_until(lambda: (lambda s: s if "failed for good: 1" in s else None)(status(m.mnt)),
+                     SYNC_WAIT, msg="the failed move in the status")
+    line = re.search(r"^    \d{4}-\d\d-\d\d \d\d:\d\d:\d\d move \(message \d+, folder \d+\): (.+)$",
+                     out, re.M)
+    assert line and line.group(1).strip(), out
+    assert "queue: empty" in out
