@@ -557,9 +557,12 @@ def test_foreground_log_levels_and_debug_areas(dovecot, mailfs):
     assert " C: " not in log and "imap 127.0.0.1" not in log   # no imap area debug
 
 
-def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
-    """Without -f the daemon detaches and logs through syslog(3): run it in
-    a mount namespace whose /dev/log is a socket of the test's."""
+@pytest.mark.parametrize("how", ["detached", "journal"])
+def test_daemon_logs_to_syslog(dovecot, tmp_path, how):
+    """Without -f the daemon detaches and logs through syslog(3); with -f
+    and stderr being the journal ($JOURNAL_STREAM, as systemd sets it) it
+    logs through syslog too, so that lines keep their levels. It runs in a
+    mount namespace whose /dev/log is a socket of the test's."""
     unshare = shutil.which("unshare")
     if not unshare or os.geteuid() != 0:
         pytest.skip("needs unshare(1) and root")
@@ -581,33 +584,49 @@ def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
                 return "\n".join(lines)
 
     script = ("mount -t tmpfs -o mode=755 mailfs-dev /dev && mknod -m 666 /dev/fuse c 10 229 && "
-              "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec %s -o config=%s,debug=sync "
-              "%s" % (logsock, mailfs_binary(), conf, mnt))
-    pid = None
+              "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec %s %s-o config=%s,"
+              "debug=sync %s" % (logsock, mailfs_binary(), "-f " if how == "journal" else "",
+                                 conf, mnt))
+    cmd = [unshare, "-m", "--propagation", "private", "sh", "-c", script]
+    errpath = str(tmp_path / "stderr")
+    pid, proc = None, None
     try:
-        r = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        if "mknod" in r.stderr or "tmpfs" in r.stderr:
-            pytest.skip("cannot set up a private /dev here: %s" % r.stderr)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "" and r.stderr == ""          # detached, nothing on the terminal
+        with open(errpath, "wb") as err:
+            if how == "detached":
+                r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, timeout=60,
+                                   stdin=subprocess.DEVNULL)
+                assert r.returncode == 0 and r.stdout == b"", read(errpath)
+            else:
+                st = os.fstat(err.fileno())
+                env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+                proc = subprocess.Popen(cmd, stdout=err, stderr=err, env=env,
+                                        stdin=subprocess.DEVNULL)
         text = wait_until(lambda: (lambda t: t if "mounted " in t else None)(syslog_text()), 30,
-                          msg="'mounted' through syslog")
+                          msg="'mounted' through syslog (stderr: %r)" % read(errpath)[-500:])
         # <PRI> is facility daemon (3) * 8 + level: notice 5, info 6, debug 7
         m = re.search(r"<29>.*mailfs\[(\d+)\]: mounted ", text)
         assert m, text
         pid = int(m.group(1))
+        if proc:
+            assert pid == proc.pid          # sh and unshare exec'd into it
         wait_until(lambda: re.search(r"<31>.*mailfs\[\d+\]: test: synced INBOX", syslog_text()),
                    SYNC_WAIT, msg="a debug line of the sync area")
         assert re.search(r"<30>.*mailfs\[\d+\]: test: connected, in sync", syslog_text())
         assert " C: " not in syslog_text()                # no imap area debug
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(pid), 30, msg="the daemon exiting on SIGTERM")
+        wait_until(lambda: not pid_alive(pid) or (proc and proc.poll() is not None), 30,
+                   msg="the daemon exiting on SIGTERM")
+        if proc:
+            assert proc.wait(10) == 0
         pid = None
         assert re.search(r"<29>.*mailfs\[\d+\]: unmounting ", syslog_text())
+        assert read(errpath) == b""                        # nothing went to stderr
     finally:
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
         s.close()
 
 
