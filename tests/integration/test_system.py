@@ -177,6 +177,13 @@ def _check_mounted_and_unmount(mnt, dovecot, body, umount):
     assert line and line[0] == "mailfs" and line[2] == "fuse.mailfs", line
     pid = wait_until(lambda: daemon_pid(mnt), 20, msg="--status of the mount")
     assert "account test" in status(mnt)
+    # mount(8) ran the daemon without $XDG_RUNTIME_DIR; a shell that has
+    # one still finds its socket
+    run = os.path.join(os.path.dirname(mnt), "xdg-run")
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    r = subprocess.run([mailfs_binary(), "--status", mnt], capture_output=True, text=True,
+                       timeout=20, env=dict(os.environ, XDG_RUNTIME_DIR=run))
+    assert r.returncode == 0 and "account test" in r.stdout, r.stderr
     r = subprocess.run(umount + [mnt], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     wait_until(lambda: not pid_alive(pid), 30, msg="the daemon exiting after umount")
@@ -357,6 +364,15 @@ def test_sighup_adds_and_removes_accounts(dovecot, mailfs, proxy, notify_socket)
     assert "account two" in status(m.mnt)
     wait_until(lambda: "RELOADING=1" in notify_socket(), 10)
     assert notify_socket()[-1] == "READY=1"
+
+    # changed settings: that account reconnects, the other is left alone
+    m.accounts["two"]["poll_interval"] = 3
+    m.write_config()
+    m.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "account two: settings changed; restarting" in m.log(), 20)
+    wait_until(lambda: re.search(r"account two .*: connected, in sync", status(m.mnt)), SYNC_WAIT)
+    assert "account one: settings changed" not in m.log()
+    assert count(two, "INBOX") == 1
 
     # a broken file changes nothing
     with open(m.config_path, "a") as f:
