@@ -103,7 +103,8 @@ def test_meson_install_layout(tmp_path):
 
     man = os.path.join(root, "share", "man")
     pages = {"man8/mount.mailfs.8": ["--status", "SIGHUP", "drain_timeout", "fuse.mailfs",
-                                     "fstab", "mailfs@mail"],
+                                     "fstab", "mailfs@mail", "/mailfs@.service",
+                                     "/share/doc/mailfs/home-u-mail.mount"],
              "man5/mailfs.conf.5": ["drain_timeout", "fetch_timeout", "password_command",
                                     "prefetch", "oauth"],
              "man1/mailfs-auth.1": ["login", "--device", "--port", "--no-browser", "token",
@@ -118,6 +119,9 @@ def test_meson_install_layout(tmp_path):
         plain = text.replace("\\-", "-")
         for w in words:
             assert w in plain, "%s does not mention %s" % (page, w)
+        # every installed file a page names is installed
+        for path_named in re.findall(r"%s/[\w./@-]+\w" % re.escape(prefix), plain):
+            assert os.path.exists(str(dest) + path_named), (page, path_named)
         if groff:
             r = subprocess.run([groff, "-man", "-ww", "-z", "-Tutf8", path],
                                capture_output=True, text=True, timeout=30)
