@@ -641,6 +641,15 @@ int main(int argc, char *argv[])
 
 	if (!cl.config)
 		cl.config = mf_config_default_path();
+	{
+		/* SIGHUP reads it again after the daemon moved to "/". */
+		char *abs = realpath(cl.config, NULL);
+
+		if (abs) {
+			free(cl.config);
+			cl.config = abs;
+		}
+	}
 	if (mf_config_load(cl.config, &cfg, &err) < 0) {
 		fprintf(stderr, "mount.mailfs: %s\n", err);
 		goto out;

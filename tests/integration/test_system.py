@@ -216,13 +216,24 @@ def test_mount_fuse3_runs_mailfs_from_path(dovecot, tmp_path):
     os.mkdir(mnt)
     env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ.get("PATH", SH_DEFAULT_PATH)))
     try:
+        # (a config path relative to where it was started)
         r = subprocess.run([mount_fuse3, "mailfs", mnt, "-t", "fuse.mailfs", "-o",
-                            "rw,nosuid,nodev,config=" + conf], env=env, capture_output=True,
-                           text=True, timeout=60)
+                            "rw,nosuid,nodev,config=" + os.path.basename(conf)], env=env,
+                           capture_output=True, text=True, timeout=60,
+                           cwd=os.path.dirname(conf))
         assert r.returncode == 0, r.stdout + r.stderr
         # detached: mount.fuse3 returned, the daemon lives on and logs to
         # syslog, not to the terminal it was started from
         assert r.stderr == ""
+        # the detached daemon (now in "/") reads its config again on SIGHUP
+        pid = wait_until(lambda: daemon_pid(mnt), 20, msg="--status of the mount")
+        with open(conf, "a") as f:
+            f.write("\n[account again]\ntype = imap\nhost = %s\nport = %d\ntls = none\n"
+                    "user = %s\npassword = %s\n" % (dovecot.host, dovecot.port, dovecot.user,
+                                                     dovecot.password))
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: count(os.path.join(mnt, "again"), "INBOX") == 1, SYNC_WAIT,
+                   msg="the account added by SIGHUP")
         _check_mounted_and_unmount(mnt, dovecot, body, [FUSERMOUNT, "-u"])
     finally:
         _mount_cleanup(mnt)
