@@ -19,6 +19,16 @@
  * STOPPING on $NOTIFY_SOCKET, and logs through syslog (the journal, with
  * levels) when its stderr is the journal.
  */
+/*
+ * The 3.12 loop API: with FUSE_USE_VERSION 34, fuse_session_loop_mt() is
+ * the 3.2 entry point, which reads the fuse_loop_cfg_create() config as
+ * the old struct fuse_loop_config_v1: max_idle_threads became 0 and idle
+ * workers exited down to one, so a request waiting in a handler (a first
+ * listing) left nobody reading /dev/fuse and stalled every other request.
+ */
+#undef FUSE_USE_VERSION
+#define FUSE_USE_VERSION 312
+
 #include "fs.h"
 #include "mf_blob.h"
 #include "mf_config.h"
@@ -199,9 +209,13 @@ static bool stderr_is_journal(void)
  * a name in it, a listing of it) wait until then, for FIRST_SYNC_WAIT_MS
  * at most. Only that account's requests wait: the others, and the mount
  * root, are served at once, so an account whose server hangs holds up
- * nobody else. With a store from an earlier mount nothing waits.
+ * nobody else; and at most MAX_HOLD_WAITERS of them wait at a time (more
+ * are answered with what is there), so they cannot take every FUSE
+ * worker. With a store from an earlier mount nothing waits.
  */
 #define MAX_HOLDS 64
+/* Requests that wait at once per account: the others keep FUSE workers. */
+#define MAX_HOLD_WAITERS 4
 
 static struct {
 	pthread_mutex_t lock;
@@ -210,6 +224,7 @@ static struct {
 		int64_t root;		/* the account's root folder */
 		char *account;		/* owned */
 		int64_t deadline;	/* mf_mono_ms() */
+		unsigned int waiting;	/* requests waiting now */
 	} h[MAX_HOLDS];
 } holds = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -220,6 +235,7 @@ static void hold_add(const char *account, int64_t root)
 		holds.h[holds.n].root = root;
 		holds.h[holds.n].account = xstrdup(account);
 		holds.h[holds.n].deadline = mf_mono_ms() + FIRST_SYNC_WAIT_MS;
+		holds.h[holds.n].waiting = 0;
 		__atomic_store_n(&holds.n, holds.n + 1, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&holds.lock);
@@ -262,9 +278,11 @@ void mf_fs_hold(int64_t folder)
 		return;
 	pthread_mutex_lock(&holds.lock);
 	for (unsigned int i = 0; i < holds.n; i++) {
-		if (holds.h[i].root == folder) {
+		if (holds.h[i].root == folder &&
+		    holds.h[i].waiting < MAX_HOLD_WAITERS) {
 			account = xstrdup(holds.h[i].account);
 			deadline = holds.h[i].deadline;
+			holds.h[i].waiting++;
 			break;
 		}
 	}
@@ -275,6 +293,12 @@ void mf_fs_hold(int64_t folder)
 	e = mf_engine_find(account);
 	done = !e || mf_engine_wait_first_sync(e, MF_MAX(deadline -
 							  mf_mono_ms(), 0));
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++) {
+		if (holds.h[i].root == folder && holds.h[i].waiting)
+			holds.h[i].waiting--;
+	}
+	pthread_mutex_unlock(&holds.lock);
 	hold_drop(folder, !done);
 	free(account);
 }
