@@ -6,13 +6,17 @@
  * [account NAME] are parsed into struct fields here, so that every backend
  * gets the same spelling and the same error messages; keys that only one
  * backend knows stay in the section's kv list for it to read.
+ * [view NAME] sections (client-side views, fs/views.c) are parsed by
+ * load_view() and checked against the accounts by finish_views().
  */
 #include "mf_config.h"
 #include "mf_util.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fnmatch.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +26,8 @@
 
 /* Keys a section may have; anything else is warned about. */
 static const char *const general_keys[] = {
-	"cache_dir", "state_dir", "fetch_timeout", "drain_timeout", NULL,
+	"cache_dir", "state_dir", "fetch_timeout", "cache_max_size",
+	"drain_timeout", "token_key_command", NULL,
 };
 
 static const char *const account_keys[] = {
@@ -121,6 +126,12 @@ static void sections_free(struct section *secs, unsigned int n)
 	free(secs);
 }
 
+/* [view NAME] sections may repeat "match" (one rule per line). */
+static bool view_multi_key(const struct section *sec, const char *key)
+{
+	return strcmp(sec->name, "view") == 0 && strcmp(key, "match") == 0;
+}
+
 static int split_sections(const char *name, const char *text,
 			  struct section **secs_r, unsigned int *n_r,
 			  char **error_r)
@@ -198,7 +209,8 @@ static int split_sections(const char *name, const char *text,
 			}
 			sec = &secs[n - 1];
 			for (unsigned int i = 0; i < sec->kv_count; i++) {
-				if (strcmp(sec->kv[i].key, key) == 0) {
+				if (strcmp(sec->kv[i].key, key) == 0 &&
+				    !view_multi_key(sec, key)) {
 					free(value);
 					*error_r = xasprintf(
 						"%s:%d: \"%s\" set twice in "
@@ -254,6 +266,40 @@ static int parse_uint(const char *file, const struct mf_kv *kv,
 		return -EINVAL;
 	}
 	*out = (unsigned int)v;
+	return 0;
+}
+
+/* The power of 1024 of a size suffix (K M G T), or 0. */
+static unsigned int size_unit(char c)
+{
+	static const char units[] = "KMGT";
+	const char *u = c ? strchr(units, toupper((unsigned char)c)) : NULL;
+
+	return u ? (unsigned int)(u - units) + 1 : 0;
+}
+
+/* A size: bytes, or a number with K, M, G or T (powers of 1024). */
+static int parse_size(const char *file, const struct mf_kv *kv,
+		      uint64_t *out, char **error_r)
+{
+	size_t len = strlen(kv->value);
+	unsigned int shift = 0;
+	uint64_t v;
+
+	if (len > 1 && (kv->value[len - 1] == 'B' || kv->value[len - 1] == 'b')
+	    && size_unit(kv->value[len - 2]))
+		len--;	/* "2GB" */
+	if (len > 0 && size_unit(kv->value[len - 1])) {
+		shift = 10 * size_unit(kv->value[len - 1]);
+		len--;
+	}
+	if (mf_parse_u64(kv->value, len, UINT64_MAX >> shift, &v) < 0) {
+		*error_r = xasprintf("%s:%d: %s must be a size: bytes, or a "
+				     "number with K, M, G or T (not \"%s\")",
+				     file, kv->line, kv->key, kv->value);
+		return -EINVAL;
+	}
+	*out = v << shift;
 	return 0;
 }
 
@@ -384,7 +430,7 @@ static int load_account(const char *file, struct section *sec,
 	a->delete_policy = MF_DELETE_TRASH;
 	a->prefetch = MF_PREFETCH_NONE;
 	a->compress = true;
-	a->max_connections = 2;
+	a->max_connections = 3;
 
 	/* Hand over the kv list; the struct owns it from here. */
 	a->kv = sec->kv;
@@ -467,6 +513,13 @@ static int load_account(const char *file, struct section *sec,
 			return -EINVAL;
 		a->prefetch = (enum mf_prefetch)v;
 	}
+	kv = find_kv(a->kv, a->kv_count, "prefetch_max_size");
+	if (kv && parse_size(file, kv, &a->prefetch_max_size, error_r) < 0)
+		return -EINVAL;
+	kv = find_kv(a->kv, a->kv_count, "prefetch_max_age");
+	if (kv && parse_uint(file, kv, 0, 36500, &a->prefetch_max_age,
+			     error_r) < 0)
+		return -EINVAL;
 
 	if (strcmp(a->type, "imap") == 0 && a->tunnel) {
 		/*
@@ -488,7 +541,26 @@ static int load_account(const char *file, struct section *sec,
 					     a->name);
 			return -EINVAL;
 		}
-		if (!a->password && !a->password_command) {
+		kv = find_kv(a->kv, a->kv_count, "auth");
+		if (kv && strcasecmp(kv->value, "xoauth2") != 0 &&
+		    strcasecmp(kv->value, "oauthbearer") != 0 &&
+		    strcasecmp(kv->value, "password") != 0) {
+			*error_r = xasprintf("%s:%d: auth must be password, "
+					     "xoauth2 or oauthbearer (not "
+					     "\"%s\")", file, kv->line,
+					     kv->value);
+			return -EINVAL;
+		}
+		bool oauth = kv && strcasecmp(kv->value, "password") != 0;
+
+		if (oauth && !find_kv(a->kv, a->kv_count, "oauth")) {
+			*error_r = xasprintf("%s:%d: [account %s] auth = %s "
+					     "needs \"oauth\" (microsoft, "
+					     "google or generic)", file,
+					     sec->line, a->name, kv->value);
+			return -EINVAL;
+		}
+		if (!oauth && !a->password && !a->password_command) {
 			*error_r = xasprintf("%s:%d: [account %s] needs "
 					     "\"password_command\" or "
 					     "\"password\"", file, sec->line,
@@ -511,6 +583,262 @@ static int load_account(const char *file, struct section *sec,
 	return 0;
 }
 
+/* ---- [view NAME] sections ---- */
+
+static const char *const view_keys[] = {
+	"match", "account", "folders", NULL,
+};
+
+static void free_list(char **list)
+{
+	if (!list)
+		return;
+	for (char **p = list; *p; p++)
+		free(*p);
+	free(list);
+}
+
+static void view_clear(struct mf_view *v)
+{
+	free(v->name);
+	free(v->dirname);
+	for (unsigned int i = 0; i < v->rule_count; i++) {
+		free(v->rules[i].field);
+		free(v->rules[i].glob);
+	}
+	free(v->rules);
+	free_list(v->accounts);
+	free_list(v->folders);
+}
+
+/* "List-Id: *linux-kernel*" -> field "list-id", glob "*linux-kernel*". */
+static int parse_view_rule(const char *file, const struct mf_kv *kv,
+			   struct mf_view_rule *r, char **error_r)
+{
+	const char *colon = strchr(kv->value, ':');
+	const char *g;
+	size_t flen;
+
+	flen = colon ? (size_t)(colon - kv->value) : 0;
+	while (flen > 0 && (kv->value[flen - 1] == ' ' ||
+			    kv->value[flen - 1] == '\t'))
+		flen--;
+	if (!colon || flen == 0) {
+		*error_r = xasprintf("%s:%d: match needs \"Header: pattern\" "
+				     "(e.g. \"List-Id: *linux-kernel*\")",
+				     file, kv->line);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < flen; i++) {
+		unsigned char ch = (unsigned char)kv->value[i];
+
+		/*
+		 * Header names as mail uses them: letters, digits, "-", "_"
+		 * and "."; the name goes into an IMAP command as an atom.
+		 */
+		if (!isalnum(ch) && ch != '-' && ch != '_' && ch != '.') {
+			*error_r = xasprintf("%s:%d: \"%.*s\" is not a header "
+					     "name", file, kv->line,
+					     (int)flen, kv->value);
+			return -EINVAL;
+		}
+	}
+	g = colon + 1;
+	while (*g == ' ' || *g == '\t')
+		g++;
+	if (!*g) {
+		*error_r = xasprintf("%s:%d: match has no pattern after "
+				     "\"%.*s:\"", file, kv->line, (int)flen,
+				     kv->value);
+		return -EINVAL;
+	}
+	r->field = xstrndup(kv->value, flen);
+	for (char *p = r->field; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	r->glob = xstrdup(g);
+	return 0;
+}
+
+/* Parse one [view NAME] section into a new cfg->views entry. */
+static int load_view(const char *file, struct section *sec,
+		     struct mf_config *cfg, char **error_r)
+{
+	struct mf_view *v;
+	const char *n = sec->arg;
+	int ret = 0;
+
+	if (!n || !*n || n[0] == '.' || strchr(n, '/') || strlen(n) > 64) {
+		*error_r = xasprintf("%s:%d: [view NAME] needs a name that "
+				     "can be a directory name (no \"/\", no "
+				     "leading \".\", at most 64 bytes)",
+				     file, sec->line);
+		return -EINVAL;
+	}
+	for (const char *p = n; *p; p++) {
+		if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+			*error_r = xasprintf("%s:%d: view name has a control "
+					     "character", file, sec->line);
+			return -EINVAL;
+		}
+	}
+	for (unsigned int i = 0; i < cfg->view_count; i++) {
+		if (strcmp(cfg->views[i].name, n) == 0) {
+			*error_r = xasprintf("%s:%d: view \"%s\" defined "
+					     "twice", file, sec->line, n);
+			return -EINVAL;
+		}
+	}
+	cfg->views = xrealloc(cfg->views,
+			      (cfg->view_count + 1) * sizeof(*cfg->views));
+	v = &cfg->views[cfg->view_count++];
+	memset(v, 0, sizeof(*v));
+	v->name = xstrdup(n);
+	v->dirname = xasprintf("@%s", n);
+	v->line = sec->line;
+	for (unsigned int j = 0; j < sec->kv_count && ret == 0; j++) {
+		struct mf_kv *kv = &sec->kv[j];
+
+		if (strcmp(kv->key, "match") == 0) {
+			v->rules = xrealloc(v->rules, (v->rule_count + 1) *
+							      sizeof(*v->rules));
+			memset(&v->rules[v->rule_count], 0,
+			       sizeof(v->rules[0]));
+			ret = parse_view_rule(file, kv,
+					      &v->rules[v->rule_count],
+					      error_r);
+			if (ret == 0)
+				v->rule_count++;
+		} else if (strcmp(kv->key, "account") == 0) {
+			v->accounts = split_patterns(kv->value);
+		} else if (strcmp(kv->key, "folders") == 0) {
+			v->folders = split_patterns(kv->value);
+		} else if (!in_list(view_keys, kv->key)) {
+			mf_warn("%s:%d: unknown key \"%s\" in [view %s] "
+				"(ignored)", file, kv->line, kv->key, n);
+		}
+	}
+	if (ret == 0 && v->rule_count == 0) {
+		*error_r = xasprintf("%s:%d: [view %s] has no \"match\" line",
+				     file, sec->line, n);
+		ret = -EINVAL;
+	}
+	return ret;
+}
+
+static bool list_has(char **list, const char *s)
+{
+	for (; list && *list; list++) {
+		if (strcmp(*list, s) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * After all sections: views name existing accounts and do not collide
+ * with one; each account learns which header fields its views need.
+ */
+static int finish_views(const char *file, struct mf_config *cfg,
+			char **error_r)
+{
+	for (unsigned int i = 0; i < cfg->view_count; i++) {
+		struct mf_view *v = &cfg->views[i];
+
+		for (char **p = v->accounts; p && *p; p++) {
+			bool found = false;
+
+			for (unsigned int j = 0; j < cfg->account_count; j++)
+				found |= strcmp(cfg->accounts[j].name, *p) ==
+					 0;
+			if (!found) {
+				*error_r = xasprintf("%s:%d: [view %s] names "
+						     "account \"%s\", which "
+						     "is not configured",
+						     file, v->line, v->name,
+						     *p);
+				return -EINVAL;
+			}
+		}
+		for (unsigned int j = 0; j < cfg->account_count; j++) {
+			if (strcmp(cfg->accounts[j].name, v->dirname) == 0) {
+				*error_r = xasprintf("%s:%d: [view %s] would "
+						     "show as \"%s\", the "
+						     "name of an account",
+						     file, v->line, v->name,
+						     v->dirname);
+				return -EINVAL;
+			}
+		}
+	}
+	for (unsigned int j = 0; j < cfg->account_count; j++) {
+		struct mf_account *a = &cfg->accounts[j];
+		struct mf_buf b;
+
+		mf_buf_init(&b);
+		for (unsigned int i = 0; i < cfg->view_count; i++) {
+			struct mf_view *v = &cfg->views[i];
+
+			if (v->accounts && !list_has(v->accounts, a->name))
+				continue;
+			for (unsigned int r = 0; r < v->rule_count; r++) {
+				const char *f = v->rules[r].field;
+				char up[128];
+				size_t len = strlen(f);
+
+				if (strcmp(f, "account") == 0 ||
+				    strcmp(f, "folder") == 0 ||
+				    strcmp(f, "message-id") == 0 ||
+				    len >= sizeof(up))
+					continue;
+				for (size_t k = 0; k <= len; k++)
+					up[k] = (char)toupper(
+						(unsigned char)f[k]);
+				/* Skip duplicates (whole words). */
+				{
+					char *hay = xasprintf(
+						" %s ", b.data ? b.data : "");
+					char *needle = xasprintf(" %s ", up);
+					bool dup = strstr(hay, needle) != NULL;
+
+					free(hay);
+					free(needle);
+					if (dup)
+						continue;
+				}
+				if (b.len)
+					mf_buf_append(&b, " ", 1);
+				mf_buf_append(&b, up, len);
+			}
+		}
+		if (b.len) {
+			a->view_fields = xstrndup(b.data, b.len);
+		}
+		mf_buf_free(&b);
+	}
+	return 0;
+}
+
+bool mf_view_wants(const struct mf_view *v, const char *account,
+		   const char *folder)
+{
+	bool wanted = false;
+
+	if (v->accounts && !list_has(v->accounts, account))
+		return false;
+	if (!v->folders)
+		return true;
+	for (char **p = v->folders; *p; p++) {
+		const char *pat = *p;
+		bool neg = pat[0] == '!';
+
+		if (neg)
+			pat++;
+		if (fnmatch(pat, folder, 0) == 0)
+			wanted = !neg;
+	}
+	return wanted;
+}
+
 static void account_clear(struct mf_account *a)
 {
 	free(a->name);
@@ -524,6 +852,7 @@ static void account_clear(struct mf_account *a)
 	free(a->password_command);
 	free(a->ca_file);
 	free(a->tunnel);
+	free(a->view_fields);
 	if (a->folders) {
 		for (char **p = a->folders; *p; p++)
 			free(*p);
@@ -546,9 +875,13 @@ void mf_config_free(struct mf_config **cfgp)
 	for (unsigned int i = 0; i < cfg->account_count; i++)
 		account_clear(&cfg->accounts[i]);
 	free(cfg->accounts);
+	for (unsigned int i = 0; i < cfg->view_count; i++)
+		view_clear(&cfg->views[i]);
+	free(cfg->views);
 	free(cfg->path);
 	free(cfg->cache_dir);
 	free(cfg->state_dir);
+	free(cfg->token_key_command);
 	free(cfg);
 	*cfgp = NULL;
 }
@@ -612,10 +945,21 @@ int mf_config_parse(const char *name, const char *text,
 				free(cfg->state_dir);
 				cfg->state_dir = mf_expand_home(kv->value);
 			}
+			kv = find_kv(sec->kv, sec->kv_count,
+				     "token_key_command");
+			if (kv && kv->value[0]) {
+				free(cfg->token_key_command);
+				cfg->token_key_command = xstrdup(kv->value);
+			}
 			kv = find_kv(sec->kv, sec->kv_count, "fetch_timeout");
 			if (kv)
 				ret = parse_uint(name, kv, 1, 3600,
 						 &cfg->fetch_timeout, error_r);
+			kv = find_kv(sec->kv, sec->kv_count,
+				     "cache_max_size");
+			if (kv && ret == 0)
+				ret = parse_size(name, kv,
+						 &cfg->cache_max_size, error_r);
 			kv = find_kv(sec->kv, sec->kv_count, "drain_timeout");
 			if (kv && ret == 0)
 				ret = parse_uint(name, kv, 0, 3600,
@@ -642,10 +986,12 @@ int mf_config_parse(const char *name, const char *text,
 			a = &cfg->accounts[cfg->account_count++];
 			memset(a, 0, sizeof(*a));
 			ret = load_account(name, sec, a, error_r);
+		} else if (strcmp(sec->name, "view") == 0) {
+			ret = load_view(name, sec, cfg, error_r);
 		} else {
 			*error_r = xasprintf("%s:%d: unknown section [%s] "
-					     "(expected [general] or "
-					     "[account NAME])",
+					     "(expected [general], "
+					     "[account NAME] or [view NAME])",
 					     name, sec->line, sec->name);
 			ret = -EINVAL;
 		}
@@ -656,6 +1002,8 @@ int mf_config_parse(const char *name, const char *text,
 				     "to mount", name);
 		ret = -EINVAL;
 	}
+	if (ret == 0)
+		ret = finish_views(name, cfg, error_r);
 	if (ret < 0) {
 		mf_config_free(&cfg);
 		return ret;

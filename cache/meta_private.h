@@ -71,6 +71,9 @@ int meta_set_folder_state(struct meta_conn *c, int64_t id, int state);
 /* Rewrite the path column of a folder and all its descendants. */
 int meta_repath(struct meta_conn *c, int64_t id, const char *path);
 
+/* Keep a message's header lines for the views (cache/meta_views.c). */
+int meta_store_headers(struct meta_conn *c, int64_t msg, const char *fields);
+
 /* Notifications to the kernel (set by fs/, called after commits). */
 const struct mf_notify_ops *meta_notify(void);
 

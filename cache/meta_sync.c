@@ -376,6 +376,7 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote)
 }
 
 int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    uint64_t max_size, int64_t min_date,
 			    int64_t after, unsigned int max, int64_t *ids_r,
 			    unsigned int *n_r)
 {
@@ -388,16 +389,21 @@ int mf_store_prefetch_batch(const char *account, bool unseen_only,
 		return -EIO;
 	s = meta_stmt(c, S_PREFETCH,
 		      "SELECT m.id FROM message m JOIN folder f ON "
-		      "f.id = m.folder WHERE f.account = ? AND m.id > ? AND "
+		      "f.id = m.folder WHERE f.account = ?1 AND m.id > ?2 AND "
 		      "m.blob IS NULL AND m.ruid IS NOT NULL AND m.dir != 3 "
-		      "AND (? = 0 OR (m.flags & 16) = 0) ORDER BY m.id "
-		      "LIMIT ?");
+		      "AND (?3 = 0 OR (m.flags & 16) = 0) "
+		      "AND (?5 = 0 OR m.size <= ?5) "
+		      "AND (?6 = 0 OR m.internaldate >= ?6) ORDER BY m.id "
+		      "LIMIT ?4");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, after);
 	sqlite3_bind_int(s, 3, unseen_only);
 	sqlite3_bind_int(s, 4, (int)max);
+	sqlite3_bind_int64(s, 5, (sqlite3_int64)MF_MIN(max_size,
+						       (uint64_t)INT64_MAX));
+	sqlite3_bind_int64(s, 6, min_date);
 	while (n < max && sqlite3_step(s) == SQLITE_ROW)
 		ids_r[n++] = sqlite3_column_int64(s, 0);
 	sqlite3_reset(s);
@@ -738,7 +744,8 @@ static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
 	return meta_exec_stmt(c, s, "set server");
 }
 
-static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
+static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
+		      int64_t *id_r)
 {
 	char name[MF_NAME_MAX + 1];
 	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
@@ -774,6 +781,7 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info)
 	ret = meta_exec_stmt(b->c, s, "insert message");
 	if (ret < 0)
 		return ret;
+	*id_r = id;
 	b->dirs_changed |= 1u << (dir + 1);
 	if (!b->first_sync && b->ncreate_notes < BATCH_MAX_CREATE_NOTIFY) {
 		/* Kill a negative dentry of the new name, if any. */
@@ -821,6 +829,7 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 {
 	struct mf_message m;
+	int64_t row = 0;	/* the row an UPSERT landed in */
 	int ret;
 
 	if (b->error)
@@ -841,6 +850,7 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 			ret = 0;
 		}
 	} else if (ret == 0) {
+		row = m.id;
 		ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
 		ret = 0;	/* flags of a message we never listed */
@@ -864,12 +874,16 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 					m.base_flags = m.flags;
 				free(m.ruid);
 				m.ruid = xstrdup(ch->msg.id);
+				row = m.id;
 				ret = apply_known(b, &m, &ch->msg);
 			}
 		} else if (ret == -ENOENT) {
-			ret = insert_new(b, &ch->msg);
+			ret = insert_new(b, &ch->msg, &row);
 		}
 	}
+	/* The header lines [view] rules match on (meta_views.c). */
+	if (ret == 0 && row > 0 && ch->msg.has_meta && ch->msg.headers)
+		ret = meta_store_headers(b->c, row, ch->msg.headers);
 	mf_message_clear(&m);
 	if (ret < 0)
 		return b->error = ret;

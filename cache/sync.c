@@ -38,6 +38,7 @@
 				   unless it is the only one */
 #define PREFETCH_BATCH 256
 #define PREFETCH_CHUNK 32	/* bodies asked for in one request */
+#define PREFETCH_CHUNK_SHARED 4	/* ... when reads share the connection */
 #define FAILURES_KEPT 8		/* write-back failures the status shows */
 #define BODY_MAX_SIZE (1ULL << 31)	/* 2 GiB: larger is not mail */
 #define PUSH_TIMEOUT_MS (25 * 60 * 1000)
@@ -813,6 +814,7 @@ static void *engine_main(void *arg)
 	int failures = 0;
 	bool first = true;
 
+	mf_store_thread_bulk();
 	while (!stopping(e)) {
 		int64_t now = now_ms(), wake, qdue;
 		bool inbox;
@@ -967,7 +969,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 		return ret;
 	fd = m.blob ? mf_blob_open(m.blob) : -ENOENT;
 	if (fd >= 0) {
-		close(fd);
+		mf_blob_close(fd);
 		goto out;	/* fetched meanwhile */
 	}
 	if (!m.ruid || mf_store_folder_get(m.rfolder, &rf) < 0 || !rf.remote) {
@@ -1004,6 +1006,26 @@ out:
 	return ret;
 }
 
+/* prefetch_max_age: the oldest date prefetched (seconds), or 0. */
+static int64_t prefetch_min_date(const struct mf_engine *e)
+{
+	if (!e->acct->prefetch_max_age)
+		return 0;
+	return mf_now_ns() / 1000000000 -
+	       (int64_t)e->acct->prefetch_max_age * 86400;
+}
+
+/* Is a user's read waiting for a fetch thread? */
+static bool reads_waiting(struct mf_engine *e)
+{
+	bool waiting;
+
+	pthread_mutex_lock(&e->lock);
+	waiting = e->fetch_head != NULL;
+	pthread_mutex_unlock(&e->lock);
+	return waiting;
+}
+
 /*
  * Prefetch, under e->lock: is a body waiting to be fetched ahead of
  * reads? Refills the batch from the store when it runs out.
@@ -1016,8 +1038,15 @@ static bool prefetch_pending(struct mf_engine *e)
 		return true;
 	if (e->prefetch_done)
 		return false;
+	if (mf_blob_room() == 0) {
+		/* The cache is full: prefetch waits for the next sync. */
+		e->prefetch_done = true;
+		e->prefetch_after = 0;
+		return false;
+	}
 	mf_store_prefetch_batch(e->acct->name,
 				e->acct->prefetch == MF_PREFETCH_NEW,
+				e->acct->prefetch_max_size, prefetch_min_date(e),
 				e->prefetch_after, PREFETCH_BATCH,
 				e->prefetch_ids, &n);
 	e->prefetch_n = n;
@@ -1150,12 +1179,18 @@ static unsigned int prefetch_chunk(struct mf_engine *e, struct mf_backend *be,
 {
 	struct mf_message *msgs = xcalloc(n ? n : 1, sizeof(*msgs));
 	bool *done = xcalloc(n ? n : 1, sizeof(*done));
+	uint64_t room = mf_blob_room();
 	unsigned int stored = 0;
 
 	for (unsigned int i = 0; i < n; i++) {
 		if (mf_store_message_get(ids[i], &msgs[i]) < 0 ||
 		    !msgs[i].ruid || msgs[i].blob)
 			done[i] = true;
+		else if (msgs[i].size > room)
+			done[i] = true;	/* prefetch never makes the cache
+					   evict; a later round retries */
+		else if (room != UINT64_MAX)
+			room -= msgs[i].size;
 	}
 	for (unsigned int i = 0; i < n; i++) {
 		struct chunk_ctx cc = { .e = e };
@@ -1163,6 +1198,12 @@ static unsigned int prefetch_chunk(struct mf_engine *e, struct mf_backend *be,
 
 		if (done[i])
 			continue;
+		/*
+		 * A user's read goes first: leave the rest of the chunk to
+		 * a later round (the batch is read again after a sync).
+		 */
+		if (e->nfetch == 1 && reads_waiting(e))
+			break;
 		if (!e->ops->fetch_bodies) {
 			done[i] = true;
 			if (fetch_body(e, be, ids[i]) == 0)
@@ -1229,7 +1270,13 @@ static void *engine_fetch(void *arg)
 			int64_t ids[PREFETCH_CHUNK];
 			unsigned int n = 0, got;
 
-			while (n < PREFETCH_CHUNK) {
+			/*
+			 * With one connection for reads and prefetch, a
+			 * chunk is what a read may wait behind: keep it
+			 * short.
+			 */
+			while (n < (e->nfetch == 1 ? PREFETCH_CHUNK_SHARED
+						   : PREFETCH_CHUNK)) {
 				int64_t id = prefetch_next(e);
 				if (id <= 0)
 					break;

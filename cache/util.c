@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <syslog.h>
@@ -218,7 +220,8 @@ unsigned int mf_log_parse_areas(const char *spec)
 	} areas[] = {
 		{ "fs", MF_DBG_FS },	   { "imap", MF_DBG_IMAP },
 		{ "sync", MF_DBG_SYNC },   { "store", MF_DBG_STORE },
-		{ "queue", MF_DBG_QUEUE }, { "all", MF_DBG_ALL },
+		{ "queue", MF_DBG_QUEUE }, { "http", MF_DBG_HTTP },
+		{ "auth", MF_DBG_AUTH },   { "all", MF_DBG_ALL },
 	};
 	unsigned int mask = 0;
 	const char *p = spec;
@@ -464,4 +467,18 @@ int mf_run_command_line(const char *cmd, char **out_r, char **error_r)
 		out.data[out.len] = '\0';
 	*out_r = mf_buf_steal(&out);
 	return 0;
+}
+
+void mf_harden_process(void)
+{
+	struct rlimit nocore = { 0, 0 };
+	const char *allow = getenv("MAILFS_ALLOW_COREDUMP");
+
+	if (allow && strcmp(allow, "1") == 0)
+		return;
+	if (setrlimit(RLIMIT_CORE, &nocore) < 0)
+		mf_warn("cannot disable core dumps: %s", strerror(errno));
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		mf_warn("cannot mark the process undumpable: %s",
+			strerror(errno));
 }

@@ -20,6 +20,11 @@ struct mf_fs_options {
 
 extern const struct fuse_lowlevel_ops mf_fs_ops;
 
+/* A message's entry as lookup replies it (views.c reuses it). */
+struct mf_message;
+void mf_fs_message_entry(const struct mf_message *m,
+			 struct fuse_entry_param *e);
+
 /* Set before the session runs. */
 void mf_fs_init(const struct mf_fs_options *opts);
 void mf_fs_deinit(void);

@@ -19,21 +19,12 @@
  * STOPPING on $NOTIFY_SOCKET, and logs through syslog (the journal, with
  * levels) when its stderr is the journal.
  */
-/*
- * The 3.12 loop API: with FUSE_USE_VERSION 34, fuse_session_loop_mt() is
- * the 3.2 entry point, which reads the fuse_loop_cfg_create() config as
- * the old struct fuse_loop_config_v1: max_idle_threads became 0 and idle
- * workers exited down to one, so a request waiting in a handler (a first
- * listing) left nobody reading /dev/fuse and stalled every other request.
- */
-#undef FUSE_USE_VERSION
-#define FUSE_USE_VERSION 312
-
 #include "fs.h"
 #include "mf_blob.h"
 #include "mf_config.h"
 #include "mf_engine.h"
 #include "mf_store.h"
+#include "mf_tokenstore.h"
 #include "mf_util.h"
 
 #include <errno.h>
@@ -619,6 +610,7 @@ int main(int argc, char *argv[])
 		free(req);
 		return r;
 	}
+	mf_harden_process();	/* before any secret is read */
 	memset(&cl, 0, sizeof(cl));
 	if (fuse_opt_parse(&args, &cl, mailfs_opts, opt_proc) == -1)
 		goto out_args;
@@ -678,6 +670,9 @@ int main(int argc, char *argv[])
 		fprintf(stderr, "mount.mailfs: %s\n", err);
 		goto out;
 	}
+	/* OAuth refresh tokens: STATE_DIR/oauth, key in the config dir */
+	mf_tokenstore_configure(cfg->state_dir, NULL,
+				cfg->token_key_command);
 	lockfd = lock_state_dir(cfg->state_dir);
 	if (mf_store_open(cfg->state_dir, &err) < 0 ||
 	    mf_blob_init(cfg->cache_dir, &err) < 0) {
@@ -724,6 +719,12 @@ int main(int argc, char *argv[])
 		fuse_daemonize(0);
 	}
 
+	/* After the fork: cache eviction runs in a thread of its own. */
+	if (mf_blob_set_max_size(cfg->cache_max_size, &err) < 0) {
+		mf_err("%s", err);
+		free(err);
+		err = NULL;
+	}
 	mf_notifier_start(se);
 	mf_store_set_notify(mf_notifier_ops());
 	dmn.slots = xcalloc(cfg->account_count, sizeof(*dmn.slots));

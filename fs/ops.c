@@ -12,9 +12,12 @@
  *   /                      accounts (configured ones)
  *   /ACCOUNT/...           folders, nested by the server's hierarchy
  *   /ACCOUNT/F/{cur,new,tmp}  the Maildir of a selectable folder
- * Inode numbers: see mf_store.h.
+ *   /@VIEW/{cur,new,tmp}   client-side views (fs/views.c)
+ * Inode numbers: see mf_store.h; views use MF_INO_VIEW_BASE and up, and
+ * every request on those goes to views.c.
  */
 #include "fs.h"
+#include "views.h"
 #include "mf_blob.h"
 #include "mf_engine.h"
 #include "mf_names.h"
@@ -38,6 +41,7 @@
 #endif
 
 #define DIR_OFF_BASE 16		/* readdir offsets above "." ".." cur new tmp */
+#define ROOT_VIEW_OFF (1LL << 62)	/* the root's view entries */
 #define MSGID_SCAN_BYTES (256 * 1024)	/* header bytes read for Message-ID */
 
 static struct mf_fs_options fsopt;
@@ -83,7 +87,7 @@ static void handle_free(struct handle *h)
 	if (h->next)
 		h->next->prev = h->prev;
 	pthread_mutex_unlock(&handles_lock);
-	close(h->fd);
+	mf_blob_close(h->fd);	/* a body stays cached while open */
 	free(h);
 }
 
@@ -239,9 +243,12 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 	int ret;
 
 	*timeout_r = fsopt.dir_attr_timeout;
+	if (mf_views_ino(ino))
+		return mf_views_getattr(ino, st);
 	switch (mf_ino_decode(ino, &id, &sub)) {
 	case MF_INO_KIND_ROOT:
-		fill_dir(st, ino, 0, 0, 2 + cfg_now()->account_count);
+		fill_dir(st, ino, 0, 0,
+			 2 + cfg_now()->account_count + mf_views_count());
 		return 0;
 	case MF_INO_KIND_FOLDER:
 	case MF_INO_KIND_SUBDIR: {
@@ -289,6 +296,12 @@ static void entry_from_message(const struct mf_message *m,
 	e->entry_timeout = fsopt.entry_timeout;
 }
 
+void mf_fs_message_entry(const struct mf_message *m,
+			 struct fuse_entry_param *e)
+{
+	entry_from_message(m, e);
+}
+
 static int entry_for(fuse_ino_t ino, struct fuse_entry_param *e)
 {
 	double timeout;
@@ -330,6 +343,8 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 		struct mf_folder f;
 
 		memset(&f, 0, sizeof(f));
+		if (name[0] == '@' && mf_views_root_resolve(name, ino_r) == 0)
+			return 0;
 		if (!account_configured(name))
 			return -ENOENT;
 		ret = mf_store_folder_lookup(0, name, &f);
@@ -383,6 +398,10 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int64_t id;
 	int sub, ret;
 
+	if (mf_views_ino(parent)) {
+		mf_views_lookup(req, parent, name);
+		return;
+	}
 	if (mf_ino_decode(parent, &id, &sub) == MF_INO_KIND_SUBDIR) {
 		/* The hot path (mutt, notmuch): one query, row to reply. */
 		struct mf_message m;
@@ -493,8 +512,19 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 					    : attr->st_mtim.tv_sec;
 			ret = mf_store_set_mtime(id, t);
 		}
-		/* Modes, owners and atimes are not kept: accepted, as on
-		 * file systems without them (vfat), so tools do not fail. */
+		/*
+		 * Modes and atimes are not kept: accepted and ignored, as
+		 * vfat's "quiet" does, so cp -p, rsync and MUAs that chmod
+		 * do not fail (every message stays 0600). Giving a message
+		 * to another owner cannot be honoured and would be a lie:
+		 * EPERM, as for an unprivileged chown.
+		 */
+		if (ret == 0 &&
+		    (((to_set & FUSE_SET_ATTR_UID) &&
+		      attr->st_uid != getuid()) ||
+		     ((to_set & FUSE_SET_ATTR_GID) &&
+		      attr->st_gid != getgid())))
+			ret = -EPERM;
 		mf_message_clear(&m);
 	}
 	if (ret < 0) {
@@ -512,6 +542,7 @@ struct dir_fill {
 	size_t size;
 	size_t used;
 	bool plus;
+	bool full;	/* the last entry did not fit */
 };
 
 static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
@@ -528,7 +559,7 @@ static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
 			return 0;	/* vanished meanwhile: skip */
 		need = fuse_add_direntry_plus(d->req, NULL, 0, name, NULL, 0);
 		if (d->used + need > d->size)
-			return 1;
+			return d->full = true;
 		fuse_add_direntry_plus(d->req, d->buf + d->used,
 				       d->size - d->used, name, &e, next_off);
 	} else {
@@ -539,7 +570,7 @@ static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
 		st.st_mode = is_dir ? S_IFDIR : S_IFREG;
 		need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
 		if (d->used + need > d->size)
-			return 1;
+			return d->full = true;
 		fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used,
 				  name, &st, next_off);
 	}
@@ -566,7 +597,7 @@ static int list_cb(void *ctx, const char *name, uint64_t ino,
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       bool plus)
 {
-	struct dir_fill d = { req, NULL, size, 0, plus };
+	struct dir_fill d = { req, NULL, size, 0, plus, false };
 	struct list_adapter la = { &d, false };
 	struct mf_folder f;
 	int64_t id;
@@ -575,6 +606,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	enum mf_ino_kind kind = mf_ino_decode(ino, &id, &sub);
 
 	memset(&f, 0, sizeof(f));
+	if (mf_views_ino(ino)) {
+		mf_views_readdir(req, ino, size, off, plus);
+		return;
+	}
 	if (kind == MF_INO_KIND_MESSAGE) {
 		fuse_reply_err(req, ENOTDIR);
 		return;
@@ -615,7 +650,22 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		switch (kind) {
 		case MF_INO_KIND_ROOT:
 			la.root = true;
-			ret = mf_store_list_folders(0, cookie, list_cb, &la);
+			if (off < ROOT_VIEW_OFF)
+				ret = mf_store_list_folders(0, cookie, list_cb,
+							    &la);
+			/* Views after the accounts, offsets above theirs. */
+			for (unsigned int i = off > ROOT_VIEW_OFF
+						      ? (unsigned int)(off -
+								       ROOT_VIEW_OFF)
+						      : 0;
+			     ret == 0 && !d.full; i++) {
+				uint64_t vino;
+				const char *vn = mf_views_root_entry(i, &vino);
+
+				if (!vn || add_entry(&d, vn, vino, true, NULL,
+						     ROOT_VIEW_OFF + i + 1))
+					break;
+			}
 			break;
 		case MF_INO_KIND_FOLDER:
 			ret = mf_store_list_folders(id, cookie, list_cb, &la);
@@ -645,8 +695,8 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	 * directory changes through the mount, and the notifier drops them
 	 * on server changes.
 	 */
-	fi->cache_readdir = 1;
-	fi->keep_cache = 1;
+	fi->cache_readdir = !mf_views_ino(ino);	/* views: always fresh */
+	fi->keep_cache = fi->cache_readdir;
 	fuse_reply_open(req, fi);
 }
 
@@ -670,6 +720,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int sub;
 	int ret;
 
+	if (mf_views_ino(parent)) {
+		mf_views_refuse(req, parent, name, "mkdir");
+		return;
+	}
 	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_FOLDER) {
 		fuse_reply_err(req, EPERM);
 		return;
@@ -698,6 +752,10 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int sub;
 	int ret;
 
+	if (mf_views_ino(parent)) {
+		mf_views_refuse(req, parent, name, "rmdir");
+		return;
+	}
 	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_FOLDER) {
 		fuse_reply_err(req, parent == MF_INO_ROOT ? EPERM : ENOTDIR);
 		return;
@@ -763,6 +821,10 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	int64_t id;
 	int sub, fd, ret;
 
+	if (mf_views_ino(parent)) {
+		mf_views_refuse(req, parent, name, "creating");
+		return;
+	}
 	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_SUBDIR ||
 	    sub != 3) {
 		/* Mail is delivered through tmp/ only (Maildir's rule). */
@@ -812,8 +874,10 @@ static void reply_opened(fuse_req_t req, struct fuse_file_info *fi, int fd,
 	struct handle *h = handle_new(fd, msg, writable);
 
 	fi->fh = (uint64_t)(uintptr_t)h;
-	/* Bodies never change once stored: keep the page cache. */
+	/* Bodies never change once stored: keep the page cache, and
+	   spare close() the FLUSH round trip (nothing to flush). */
 	fi->keep_cache = !writable;
+	fi->noflush = !writable;
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		handle_free(h);
 }
@@ -1072,14 +1136,20 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int sub;
 	int ret;
 
+	if (mf_views_ino(parent)) {
+		mf_views_unlink(req, parent, name);
+		return;
+	}
 	if (mf_ino_decode(parent, &id, &sub) != MF_INO_KIND_SUBDIR) {
 		fuse_reply_err(req, parent == MF_INO_ROOT ? EPERM : ENOENT);
 		return;
 	}
 	ret = mf_store_unlink_message(id, sub - 1, name,
 				      folder_delete_policy(id));
-	if (ret == 0)
+	if (ret == 0) {
 		kick_folder(id);
+		mf_views_forget_name(name);
+	}
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
 
@@ -1099,6 +1169,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	if (flags & ~(unsigned int)RENAME_NOREPLACE) {
 		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mf_views_ino(parent) || mf_views_ino(newparent)) {
+		mf_views_rename(req, parent, name, newparent, newname, flags);
 		return;
 	}
 	sk = mf_ino_decode(parent, &src, &ssub);
@@ -1127,8 +1201,10 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 				m.state == MF_MSG_TMP ? staging_size(m.id)
 						      : m.size);
 		mf_message_clear(&m);
-		if (ret == 0)
+		if (ret == 0) {
 			kick_folder(dst);
+			mf_views_forget_name(name);
+		}
 		fuse_reply_err(req, ret < 0 ? -ret : 0);
 		return;
 	}
@@ -1172,6 +1248,10 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	int64_t id, dst;
 	int sub, dsub, ret;
 
+	if (mf_views_ino(newparent)) {
+		mf_views_refuse(req, newparent, newname, "linking");
+		return;
+	}
 	if (mf_ino_decode(ino, &id, &sub) != MF_INO_KIND_MESSAGE ||
 	    mf_ino_decode(newparent, &dst, &dsub) != MF_INO_KIND_SUBDIR) {
 		fuse_reply_err(req, EPERM);
@@ -1205,13 +1285,19 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	/* Messages are made with open(O_CREAT) in tmp/; nothing else. */
-	fuse_reply_err(req, EPERM);
+	if (mf_views_ino(parent))
+		mf_views_refuse(req, parent, name, "mknod");
+	else
+		fuse_reply_err(req, EPERM);
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
-	fuse_reply_err(req, EPERM);
+	if (mf_views_ino(parent))
+		mf_views_refuse(req, parent, name, "symlink");
+	else
+		fuse_reply_err(req, EPERM);
 }
 
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -1281,6 +1367,7 @@ const struct fuse_lowlevel_ops mf_fs_ops = {
 void mf_fs_init(const struct mf_fs_options *opts)
 {
 	fsopt = *opts;
+	mf_views_init(opts->cfg);
 	reaper_stop = false;
 	pthread_create(&reaper_thread, NULL, reaper_main, NULL);
 	reaper_running = true;

@@ -11,6 +11,7 @@
  * and the answer is text until the daemon closes the connection.
  */
 #include "fs.h"
+#include "mf_blob.h"
 #include "mf_engine.h"
 #include "mf_store.h"
 #include "mf_util.h"
@@ -105,6 +106,20 @@ void mf_status_set_config(const struct mf_config *cfg)
 	__atomic_store_n(&st.cfg, cfg, __ATOMIC_RELEASE);
 }
 
+/* The body cache against cache_max_size, when there is a limit. */
+static void status_cache(struct mf_buf *out)
+{
+	struct mf_blob_stats bs;
+
+	mf_blob_stats(&bs);
+	if (bs.max_size)
+		mf_buf_printf(out, "cache: %llu of %llu bytes (cache_max_size), "
+			      "%llu bodies evicted\n",
+			      (unsigned long long)bs.size,
+			      (unsigned long long)bs.max_size,
+			      (unsigned long long)bs.evicted);
+}
+
 static void answer(int fd, const char *line)
 {
 	const struct mf_config *cfg = __atomic_load_n(&st.cfg,
@@ -117,6 +132,7 @@ static void answer(int fd, const char *line)
 			      "\n", MAILFS_VERSION, st.mountpoint,
 			      (int)getpid(), cfg->account_count,
 			      cfg->account_count == 1 ? "" : "s");
+		status_cache(&out);
 		for (unsigned int i = 0; i < cfg->account_count; i++) {
 			struct mf_engine *e =
 				mf_engine_find(cfg->accounts[i].name);

@@ -113,6 +113,9 @@ struct mf_msg_info {
 	bool size_exact;	/* IMAP RFC822.SIZE: true */
 	int64_t internaldate;	/* seconds since the epoch */
 	const char *message_id;	/* may be NULL */
+	const char *headers;	/* may be NULL: the raw header lines the
+				   account's views match on (see
+				   mf_account.view_fields), with has_meta */
 };
 
 enum mf_change_kind {

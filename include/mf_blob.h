@@ -5,6 +5,14 @@
  * folder it appears in. The cache dir is safe to delete: a missing blob
  * is fetched again.
  *
+ * With a size limit (cache_max_size) a background thread evicts the
+ * least recently used bodies when the store grows past it, down to 90%
+ * of it: never a body that is open, used in the last few seconds, or
+ * needed by a message not (yet) known on the server. An evicted body is
+ * fetched again on its next read. Access times are kept in the store
+ * (table blob_cache), written in batches and at most once a minute per
+ * body.
+ *
  * Thread-safe. Returns 0 or -errno.
  */
 #ifndef MF_BLOB_H
@@ -32,7 +40,33 @@ int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r);
 /* Copy a file (a staging file) into the store. */
 int mf_blob_import(int fd, char *hash_r, uint64_t *size_r);
 
-/* Open a blob read-only: fd, or -ENOENT. Updates its access time. */
+/*
+ * Limit the store to max_size bytes (0: no limit) and start the eviction
+ * thread, which first walks the store once to learn what is cached.
+ * Needs the store (mf_store_open). Stopped by mf_blob_deinit().
+ */
+int mf_blob_set_max_size(uint64_t max_size, char **error_r);
+
+/*
+ * Open a blob read-only: fd, or -ENOENT. Updates its access time. Close
+ * it with mf_blob_close(): it is not evicted while open.
+ */
 int mf_blob_open(const char *hash);
+/* Close a descriptor from mf_blob_open() (any other one is just closed). */
+void mf_blob_close(int fd);
+
+/*
+ * Bytes that can still be added without the limit making the store evict
+ * (what prefetch may fill), or UINT64_MAX without a limit.
+ */
+uint64_t mf_blob_room(void);
+
+/* The cache size and eviction counts (for the status). */
+struct mf_blob_stats {
+	uint64_t max_size;	/* 0: no limit */
+	uint64_t size;		/* bytes cached, as far as known */
+	uint64_t evicted;	/* bodies evicted since the start */
+};
+void mf_blob_stats(struct mf_blob_stats *st);
 
 #endif

@@ -62,10 +62,40 @@ struct mf_account {
 	char *tunnel;		/* owned or NULL: speak IMAP over this
 				   command's stdin/stdout (pre-authenticated) */
 	unsigned int max_connections;	/* body fetch connections, >= 1 */
+	char *view_fields;	/* owned or NULL: header field names the
+				   views need ("LIST-ID FROM"), upper case,
+				   space-separated; set by the [view]
+				   sections that can show this account */
+	uint64_t prefetch_max_size;	/* bytes; 0 = no limit: larger bodies
+					   are not prefetched */
+	unsigned int prefetch_max_age;	/* days; 0 = no limit: prefetch only
+					   messages dated within this */
 
 	struct mf_kv *kv;	/* owned; every key of the section */
 	unsigned int kv_count;
 	int line;		/* where the section starts */
+};
+
+/* One "match = Header: glob" line of a [view NAME] section. */
+struct mf_view_rule {
+	char *field;		/* owned; lower case header name, or
+				   "account" / "folder" (pseudo fields) */
+	char *glob;		/* owned; fnmatch pattern, case-insensitive */
+};
+
+/*
+ * [view NAME]: a read-mostly Maildir at MOUNT/@NAME listing the messages
+ * of all (or some) accounts that match any rule (see fs/views.c).
+ */
+struct mf_view {
+	char *name;		/* owned; the section's NAME */
+	char *dirname;		/* owned; "@NAME", the directory at the root */
+	struct mf_view_rule *rules;	/* owned array, at least one */
+	unsigned int rule_count;
+	char **accounts;	/* owned NULL-terminated names, or NULL: all */
+	char **folders;		/* owned NULL-terminated patterns ("!"
+				   excludes, last match wins), or NULL: all */
+	int line;
 };
 
 struct mf_config {
@@ -74,10 +104,17 @@ struct mf_config {
 	char *state_dir;	/* owned, expanded */
 	unsigned int fetch_timeout;	/* seconds before an uncached read
 					   fails with EIO */
+	uint64_t cache_max_size;	/* bytes of bodies in cache_dir; 0 =
+					   no limit (least recently used
+					   bodies are evicted above it) */
 	unsigned int drain_timeout;	/* seconds to spend at unmount on
 					   queued changes (0: none) */
+	char *token_key_command;	/* owned or NULL: prints the OAuth
+					   token store's key (base64) */
 	struct mf_account *accounts;	/* owned array */
 	unsigned int account_count;
+	struct mf_view *views;		/* owned array */
+	unsigned int view_count;
 };
 
 /*
@@ -115,5 +152,10 @@ bool mf_host_is_loopback(const char *host);
 /* Does a decoded folder name ("Archive/2024") pass the folders patterns? */
 bool mf_account_folder_wanted(const struct mf_account *acct,
 			      const char *folder);
+
+/* Does a view show messages of this account and folder (its account and
+ * folders keys; the match rules are checked elsewhere)? */
+bool mf_view_wants(const struct mf_view *v, const char *account,
+		   const char *folder);
 
 #endif

@@ -152,6 +152,10 @@ void mf_message_clear(struct mf_message *m);
 /* Open (create, migrate) STATE_DIR/mailfs.db. */
 int mf_store_open(const char *state_dir, char **error_r);
 void mf_store_close(void);
+
+/* The calling thread applies whole listings: give its connection a larger
+   page cache (16 MB instead of 2 MB). */
+void mf_store_thread_bulk(void);
 /* STATE_DIR/staging: where delivered bodies wait for upload. */
 const char *mf_store_staging_dir(void);
 /* Path of a message's staging file (caller frees). */
@@ -289,10 +293,12 @@ bool mf_store_folder_was_deleted(const char *account, const char *remote);
 
 /*
  * Up to max messages of account whose bodies are not cached, with ids
- * above after (in id order), unseen ones only if unseen_only. For
- * prefetch. Returns the count in *n_r.
+ * above after (in id order), unseen ones only if unseen_only, of at most
+ * max_size bytes (0: any) and dated min_date or later (seconds; 0: any).
+ * For prefetch. Returns the count in *n_r.
  */
 int mf_store_prefetch_batch(const char *account, bool unseen_only,
+			    uint64_t max_size, int64_t min_date,
 			    int64_t after, unsigned int max, int64_t *ids_r,
 			    unsigned int *n_r);
 

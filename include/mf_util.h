@@ -71,6 +71,8 @@ enum mf_log_level {
 #define MF_DBG_SYNC	(1u << 2)
 #define MF_DBG_STORE	(1u << 3)
 #define MF_DBG_QUEUE	(1u << 4)
+#define MF_DBG_HTTP	(1u << 5)	/* Graph, Gmail, OAuth requests */
+#define MF_DBG_AUTH	(1u << 6)
 #define MF_DBG_ALL	0xffffffffu
 
 void mf_log_init(const char *ident, bool use_syslog, enum mf_log_level level,
@@ -127,5 +129,13 @@ void mf_hex(const unsigned char *in, size_t n, char *out);
  * owns and must free().
  */
 int mf_run_command_line(const char *cmd, char **out_r, char **error_r);
+
+/*
+ * Keep secrets (passwords, tokens) out of core dumps and away from
+ * ptrace by other processes of the same user: RLIMIT_CORE 0 and
+ * PR_SET_DUMPABLE 0, as ssh-agent does. MAILFS_ALLOW_COREDUMP=1 in the
+ * environment skips it for debugging.
+ */
+void mf_harden_process(void);
 
 #endif

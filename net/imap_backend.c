@@ -8,6 +8,10 @@
  *
  * Sync (fetch_changes) follows RFC 7162: the cursor is
  * "UIDVALIDITY:HIGHESTMODSEQ:UIDNEXT:MESSAGES" as of the last SELECT.
+ * With QRESYNC and a mod-sequence, MESSAGES is stored as 0: an expunge
+ * raises HIGHESTMODSEQ there (RFC 7162 3.2.10), so the count adds
+ * nothing, and leaving it out of every LIST-STATUS and STATUS keeps a
+ * resync with nothing to do as small as InterIMAP's.
  *  - With QRESYNC enabled and a cursor with a mod-sequence, SELECT
  *    (QRESYNC (uidvalidity modseq)) returns VANISHED (EARLIER) and the
  *    changed flags; new messages are fetched from the old UIDNEXT on.
@@ -65,6 +69,8 @@
 #define LISTING_ITEMS \
 	"(UID FLAGS RFC822.SIZE INTERNALDATE " \
 	"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+/* Header bytes of a new message kept for the views' rules. */
+#define IMAP_MAX_VIEW_HEADERS 16384
 
 struct imap_backend {
 	struct mf_backend base;
@@ -75,6 +81,11 @@ struct imap_backend {
 	bool sel_readonly;
 	char delim;			/* hierarchy delimiter, 0 = flat */
 	bool delim_known;
+	/*
+	 * The FETCH items of new messages: LISTING_ITEMS, plus the header
+	 * fields the account's views match on (mf_account.view_fields).
+	 */
+	char *listing_items;		/* owned */
 };
 
 static struct imap_backend *to_imap(struct mf_backend *be)
@@ -566,6 +577,12 @@ static int imap_create(const struct mf_account *acct,
 	be->base.ops = &mf_imap_backend_ops;
 	be->acct = acct;
 	be->conn = imap_conn_new(acct);
+	be->listing_items =
+		acct->view_fields
+			? xasprintf("(UID FLAGS RFC822.SIZE INTERNALDATE "
+				    "BODY.PEEK[HEADER.FIELDS (MESSAGE-ID "
+				    "%s)])", acct->view_fields)
+			: xstrdup(LISTING_ITEMS);
 	*be_r = &be->base;
 	return 0;
 }
@@ -580,6 +597,7 @@ static void imap_destroy(struct mf_backend *base)
 	imap_conn_logout(be->conn);
 	imap_conn_free(&be->conn);
 	free(be->selected);
+	free(be->listing_items);
 	free(be);
 }
 
@@ -656,19 +674,35 @@ static int status_cb(void *ctx, const struct imap_response *r)
  * means NOMODSEQ, which fetch_changes stores as 0 too). NULL when the
  * reply lacks something the cursor needs.
  */
-static char *status_cursor(const struct status_state *s, bool condstore)
+static char *status_cursor(const struct status_state *s, bool condstore,
+			   bool qresync)
 {
 	struct cursor c;
 
 	if (!s->seen || !s->has_uidvalidity || !s->has_uidnext ||
-	    !s->has_messages || (condstore && !s->has_modseq) ||
-	    s->uidvalidity == 0 || s->uidnext == 0)
+	    (condstore && !s->has_modseq) || s->uidvalidity == 0 ||
+	    s->uidnext == 0)
 		return NULL;
 	c.uidvalidity = s->uidvalidity;
 	c.modseq = condstore ? s->modseq : 0;
 	c.uidnext = s->uidnext;
-	c.messages = s->messages;
+	if (qresync && c.modseq != 0) {
+		c.messages = 0;		/* not tracked: see the top */
+	} else if (s->has_messages) {
+		c.messages = s->messages;
+	} else {
+		return NULL;	/* NOMODSEQ folder under QRESYNC: unknown */
+	}
 	return format_cursor(&c);
+}
+
+/* The STATUS items a cursor needs (see status_cursor). */
+static const char *status_items(bool condstore, bool qresync)
+{
+	if (qresync)
+		return "(UIDVALIDITY UIDNEXT HIGHESTMODSEQ)";
+	return condstore ? "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
+			 : "(UIDVALIDITY UIDNEXT MESSAGES)";
 }
 
 /* CONDSTORE as fetch_changes uses it (QRESYNC implies it). */
@@ -903,7 +937,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 	struct list_state ls;
 	struct imap_cmd cmd;
 	enum mf_status st;
-	bool special, lstatus, condstore;
+	bool special, lstatus, condstore, qresync;
 	char *stale = NULL;
 
 	memset(&ls, 0, sizeof(ls));
@@ -912,6 +946,7 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 						IMAP_CAP_LIST_EXTENDED)) &&
 		  imap_conn_has_cap(be->conn, IMAP_CAP_SPECIAL_USE);
 	condstore = use_condstore(be);
+	qresync = imap_conn_qresync(be->conn);
 	ls.want_status = lstatus;
 	imap_cmd_init(&cmd, "LIST \"\" \"*\"");
 	if (special || lstatus) {
@@ -919,11 +954,10 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 		if (special)
 			imap_cmd_add(&cmd, lstatus ? "SPECIAL-USE " :
 				     "SPECIAL-USE");
-		if (lstatus)
-			imap_cmd_add(&cmd, condstore ?
-				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES "
-				     "HIGHESTMODSEQ)" :
-				     "STATUS (UIDVALIDITY UIDNEXT MESSAGES)");
+		if (lstatus) {
+			imap_cmd_add(&cmd, "STATUS ");
+			imap_cmd_add(&cmd, status_items(condstore, qresync));
+		}
 		imap_cmd_add(&cmd, ")");
 	}
 	st = run_list(be, &cmd, &ls, &stale, error_r);
@@ -950,7 +984,8 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 								  e->delim);
 			if (lstatus && (e->attrs & MF_FOLDER_NOSELECT) == 0 &&
 			    (stale == NULL || strcmp(stale, e->remote) != 0))
-				status = status_cursor(&e->status, condstore);
+				status = status_cursor(&e->status, condstore,
+						       qresync);
 			memset(&f, 0, sizeof(f));
 			f.remote = e->remote;
 			f.path = path;
@@ -1011,11 +1046,13 @@ struct buffered_msg {
 	uint64_t size;
 	int64_t date;
 	char *msgid;
+	char *headers;		/* views' header lines, or NULL */
 };
 
 struct listing {
 	const struct mf_changes_sink *sink;
 	bool meta;		/* expect and report meta data */
+	bool headers;		/* report the header lines (views) */
 	uint64_t min_uid, max_uid;
 	bool buffer;		/* keep in msgs instead of reporting */
 	struct buffered_msg *msgs;
@@ -1026,7 +1063,8 @@ struct listing {
 };
 
 static int report(struct listing *l, uint64_t uid, unsigned int flags,
-		  bool meta, uint64_t size, int64_t date, const char *msgid)
+		  bool meta, uint64_t size, int64_t date, const char *msgid,
+		  const char *headers)
 {
 	struct mf_change ch;
 	char id[24];
@@ -1042,6 +1080,7 @@ static int report(struct listing *l, uint64_t uid, unsigned int flags,
 		ch.msg.size_exact = true;
 		ch.msg.internaldate = date;
 		ch.msg.message_id = msgid;
+		ch.msg.headers = headers;
 	}
 	l->reported++;
 	if (l->sink->change(l->sink->ctx, &ch) != 0) {
@@ -1055,7 +1094,7 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 {
 	struct listing *l = ctx;
 	struct fetch_data f;
-	char *msgid = NULL;
+	char *msgid = NULL, *headers = NULL;
 	int ret = 0;
 
 	if (!parse_fetch(r, &f) || !f.has_uid || !f.has_flags)
@@ -1068,11 +1107,15 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 		const char *h = imap_token_str(f.hdr);
 		if (h != NULL)
 			msgid = imap_header_message_id(h, f.hdr->len);
+		if (h != NULL && l->headers)
+			headers = xstrndup(h, MF_MIN(f.hdr->len,
+						     IMAP_MAX_VIEW_HEADERS));
 	}
 	if (l->buffer) {
 		if (l->count >= IMAP_MAX_BUFFERED_NEW) {
 			l->overflow = true;
 			free(msgid);
+			free(headers);
 			return 0;
 		}
 		if (l->count == l->cap) {
@@ -1085,18 +1128,22 @@ static int listing_cb(void *ctx, const struct imap_response *r)
 		m->size = f.size;
 		m->date = f.has_date ? f.date : 0;
 		m->msgid = msgid;
+		m->headers = headers;
 		return 0;
 	}
 	ret = report(l, f.uid, f.flags, l->meta, f.size,
-		     f.has_date ? f.date : 0, msgid);
+		     f.has_date ? f.date : 0, msgid, headers);
 	free(msgid);
+	free(headers);
 	return ret;
 }
 
 static void listing_free(struct listing *l)
 {
-	for (size_t i = 0; i < l->count; i++)
+	for (size_t i = 0; i < l->count; i++) {
 		free(l->msgs[i].msgid);
+		free(l->msgs[i].headers);
+	}
 	free(l->msgs);
 	l->msgs = NULL;
 	l->count = 0;
@@ -1157,9 +1204,10 @@ static enum mf_status snapshot(struct imap_backend *be,
 	memset(&l, 0, sizeof(l));
 	l.sink = sink;
 	l.meta = true;
+	l.headers = be->acct->view_fields != NULL;
 	l.min_uid = 1;
 	l.max_uid = UINT64_MAX;
-	return uid_fetch(be, "1:*", LISTING_ITEMS, NULL, &l, error_r);
+	return uid_fetch(be, "1:*", be->listing_items, NULL, &l, error_r);
 }
 
 /* New messages: UID FETCH old_uidnext:* with meta; only uid >= old. */
@@ -1173,11 +1221,12 @@ static enum mf_status new_messages(struct imap_backend *be,
 	memset(l, 0, sizeof(*l));
 	l->sink = sink;
 	l->meta = true;
+	l->headers = be->acct->view_fields != NULL;
 	l->min_uid = MF_MAX(old_uidnext, 1);
 	l->max_uid = UINT64_MAX;
 	l->buffer = buffer;
 	snprintf(range, sizeof(range), "%" PRIu64 ":*", l->min_uid);
-	return uid_fetch(be, range, LISTING_ITEMS, NULL, l, error_r);
+	return uid_fetch(be, range, be->listing_items, NULL, l, error_r);
 }
 
 static enum mf_status report_gone(const struct mf_changes_sink *sink,
@@ -1250,7 +1299,8 @@ static enum mf_status changes_once(struct imap_backend *be,
 	now.uidvalidity = s.uidvalidity;
 	now.modseq = cs_folder ? s.modseq : 0;
 	now.uidnext = s.has_uidnext ? s.uidnext : 0;
-	now.messages = s.exists;
+	/* With QRESYNC the count is not needed (see the top). */
+	now.messages = qresync && cs_folder ? 0 : s.exists;
 
 	if (!have_cur || cur.uidvalidity != now.uidvalidity) {
 		st = snapshot(be, sink, s.exists, hint->cursor != NULL, begun,
@@ -1263,7 +1313,7 @@ static enum mf_status changes_once(struct imap_backend *be,
 		l.sink = sink;
 		for (size_t i = 0; st == MF_OK && i < s.change_count; i++) {
 			if (report(&l, s.changes[i].uid, s.changes[i].flags,
-				   false, 0, 0, NULL) < 0) {
+				   false, 0, 0, NULL, NULL) < 0) {
 				*error_r = xstrdup("listing canceled by the "
 						   "consumer");
 				st = MF_CANCELED;
@@ -1307,7 +1357,8 @@ static enum mf_status changes_once(struct imap_backend *be,
 			for (size_t i = 0; st == MF_OK && i < l.count; i++) {
 				struct buffered_msg *m = &l.msgs[i];
 				if (report(&l, m->uid, m->flags, true, m->size,
-					   m->date, m->msgid) < 0) {
+					   m->date, m->msgid,
+					   m->headers) < 0) {
 					*error_r = xstrdup("listing canceled "
 							   "by the consumer");
 					st = MF_CANCELED;
@@ -1371,9 +1422,9 @@ static enum mf_status probe_once(struct imap_backend *be, const char *folder,
 	memset(&s, 0, sizeof(s));
 	imap_cmd_init(&cmd, "STATUS");
 	imap_cmd_add_string(&cmd, folder);
-	imap_cmd_add(&cmd, condstore ?
-		     " (UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)" :
-		     " (UIDVALIDITY UIDNEXT MESSAGES)");
+	imap_cmd_add(&cmd, " ");
+	imap_cmd_add(&cmd, status_items(condstore,
+					imap_conn_qresync(be->conn)));
 	st = imap_conn_simple(be->conn, &cmd, status_cb, &s, "STATUS",
 			      error_r);
 	imap_cmd_clear(&cmd);
@@ -1385,7 +1436,8 @@ static enum mf_status probe_once(struct imap_backend *be, const char *folder,
 	}
 	*changed_r = s.uidvalidity != cur->uidvalidity ||
 		     s.uidnext != cur->uidnext ||
-		     s.messages != cur->messages ||
+		     (s.has_messages ? s.messages != cur->messages
+				     : cur->messages != 0) ||
 		     (s.has_modseq && s.modseq != cur->modseq);
 	return MF_OK;
 }

@@ -37,6 +37,8 @@
 #include "imap_layer.h"
 
 #include "mf_config.h"
+#include "mf_http.h"
+#include "mf_oauth.h"
 #include "mf_util.h"
 
 #include <arpa/inet.h>
@@ -1003,6 +1005,8 @@ static const struct {
 	{ "STARTTLS", IMAP_CAP_STARTTLS },
 	{ "COMPRESS=DEFLATE", IMAP_CAP_COMPRESS },
 	{ "AUTH=PLAIN", IMAP_CAP_AUTH_PLAIN },
+	{ "AUTH=XOAUTH2", IMAP_CAP_AUTH_XOAUTH2 },
+	{ "AUTH=OAUTHBEARER", IMAP_CAP_AUTH_OAUTHBEARER },
 	{ "UNSELECT", IMAP_CAP_UNSELECT },
 	{ "LIST-STATUS", IMAP_CAP_LIST_STATUS },
 };
@@ -1421,7 +1425,13 @@ enum mf_status imap_conn_run(struct imap_conn *c, struct imap_cmd *cmd,
 		}
 		log_command(c, tag, cmd, pos, end, p, plus);
 		mf_buf_append(&line, "\r\n", 2);
-		st = conn_write(c, line.data, line.len, error_r);
+		/* A continuation line right after another one has no
+		   command text of its own to send first. */
+		if (i > 0 && cmd->parts[i - 1].kind == IMAP_PART_CONT_LINE &&
+		    end == pos && pos != 0)
+			st = MF_OK;
+		else
+			st = conn_write(c, line.data, line.len, error_r);
 		if (cmd->sensitive)
 			explicit_bzero(line.data, line.cap);
 		if (st != MF_OK)
@@ -1756,9 +1766,81 @@ static char *sasl_plain(const char *user, const char *pass)
 	return out;
 }
 
+/*
+ * AUTHENTICATE XOAUTH2 or OAUTHBEARER with an access token from the
+ * account's OAuth token store. The initial response goes inline where the
+ * server offers SASL-IR. A refusal comes as a continuation carrying an
+ * error JSON, which the client answers (empty line for XOAUTH2, %x01 for
+ * OAUTHBEARER, RFC 7628 3.2.3) before the tagged NO.
+ */
+static enum mf_status login_oauth(struct imap_conn *c, bool bearer,
+				  char **error_r)
+{
+	const struct mf_account *acct = c->acct;
+	struct mf_token_source *ts =
+		mf_token_source_shared(acct, MF_OAUTH_USE_IMAP);
+	const char *mech = bearer ? "OAUTHBEARER" : "XOAUTH2";
+	unsigned int cap = bearer ? IMAP_CAP_AUTH_OAUTHBEARER
+				  : IMAP_CAP_AUTH_XOAUTH2;
+	struct imap_result res;
+	struct imap_cmd cmd;
+	char *token = NULL, *ir;
+	enum mf_status st;
+
+	if (!imap_conn_has_cap(c, cap)) {
+		*error_r = xasprintf("%s does not offer AUTH=%s (auth = %s)",
+				     c->host, mech, bearer ? "oauthbearer"
+							   : "xoauth2");
+		imap_conn_close(c);
+		return MF_PROTO;
+	}
+	st = mf_token_get(ts, false, &token, error_r);
+	if (st != MF_OK) {
+		imap_conn_close(c);
+		return st;
+	}
+	ir = bearer ? mf_sasl_oauthbearer(acct->user, c->host, acct->port,
+					  token)
+		    : mf_sasl_xoauth2(acct->user, token);
+	explicit_bzero(token, strlen(token));
+	free(token);
+	imap_cmd_init(&cmd, "AUTHENTICATE ");
+	imap_cmd_add(&cmd, mech);
+	imap_cmd_mark_sensitive(&cmd);
+	if (imap_conn_has_cap(c, IMAP_CAP_SASL_IR)) {
+		imap_cmd_add(&cmd, " ");
+		imap_cmd_add(&cmd, ir);
+	} else {
+		imap_cmd_add_cont_line(&cmd, ir);
+	}
+	/* sent only if the server answers with an error challenge */
+	imap_cmd_add_cont_line(&cmd, bearer ? "AQ==" : "");
+	explicit_bzero(ir, strlen(ir));
+	free(ir);
+	st = imap_conn_run(c, &cmd, NULL, NULL, &res, error_r);
+	imap_cmd_clear(&cmd);
+	if (st != MF_OK)
+		return st;
+	if (res.status != IMAP_STATUS_OK) {
+		st = imap_result_has_code(&res, "UNAVAILABLE") ? MF_TEMP :
+		     res.status == IMAP_STATUS_NO ? MF_AUTH : MF_PROTO;
+		*error_r = xasprintf("AUTHENTICATE %s to %s as %s failed: %s",
+				     mech, c->host, acct->user, res.text);
+		/* the token may have been revoked: the next try gets a
+		   new one */
+		mf_token_forget(ts);
+		imap_result_clear(&res);
+		imap_conn_close(c);
+		return st;
+	}
+	imap_result_clear(&res);
+	return MF_OK;
+}
+
 static enum mf_status login(struct imap_conn *c, char **error_r)
 {
 	const struct mf_account *acct = c->acct;
+	const char *auth = mf_account_get(acct, "auth");
 	struct imap_result res;
 	struct imap_cmd cmd;
 	char *pw = NULL, *err = NULL;
@@ -1768,6 +1850,10 @@ static enum mf_status login(struct imap_conn *c, char **error_r)
 		*error_r = xstrdup("no user configured");
 		return MF_AUTH;
 	}
+	if (auth && strcasecmp(auth, "xoauth2") == 0)
+		return login_oauth(c, false, error_r);
+	if (auth && strcasecmp(auth, "oauthbearer") == 0)
+		return login_oauth(c, true, error_r);
 	if (mf_account_password(acct, &pw, &err) < 0) {
 		*error_r = xasprintf("cannot get the password: %s",
 				     err != NULL ? err : "unknown error");

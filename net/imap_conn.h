@@ -50,6 +50,8 @@ struct mf_account;
 #define IMAP_CAP_AUTH_PLAIN	(1u << 15)
 #define IMAP_CAP_UNSELECT	(1u << 16)
 #define IMAP_CAP_LIST_STATUS	(1u << 17)
+#define IMAP_CAP_AUTH_XOAUTH2	(1u << 24)
+#define IMAP_CAP_AUTH_OAUTHBEARER	(1u << 25)
 
 /* Default timeout when the account says 0 (seconds). */
 #define IMAP_DEFAULT_TIMEOUT 30

@@ -527,7 +527,7 @@ class Dovecot:
 
     def __init__(self, root_dir, tls=False, ssl_required=False, capabilities=None,
                  drop_capabilities=(), layout="fs", extra_config="",
-                 mail_debug=False, host=None):
+                 mail_debug=False, host=None, oauth2_introspection_url=None):
         if layout not in ("fs", "maildir++"):
             raise ValueError("layout must be 'fs' or 'maildir++'")
         self.root_dir = os.path.abspath(root_dir)
@@ -538,6 +538,10 @@ class Dovecot:
         self.layout = layout
         self.extra_config = extra_config
         self.mail_debug = mail_debug
+        # With an introspection URL, Dovecot also accepts AUTHENTICATE
+        # XOAUTH2 / OAUTHBEARER and checks the bearer token there (RFC 7662,
+        # POST token=...), e.g. at tests/fakes/oauth.py.
+        self.oauth2_introspection_url = oauth2_introspection_url
         # Dovecot treats a connection whose remote IP equals its local IP as
         # "secured" and then allows plaintext LOGIN even with ssl = required.
         # Connecting to 127.0.0.2 comes from 127.0.0.1, so it is not.
@@ -612,6 +616,21 @@ class Dovecot:
         caps = [c for c in caps if c.upper() not in drop]
         return "imap_capability = %s\n" % " ".join(caps)
 
+    def _oauth2_passdb(self):
+        if not self.oauth2_introspection_url:
+            return ""
+        path = os.path.join(self.run_dir, "dovecot-oauth2.conf.ext")
+        with open(path, "w") as f:
+            f.write("introspection_mode = post\n"
+                    "introspection_url = %s\n"
+                    "force_introspection = yes\n"
+                    "username_attribute = username\n"
+                    "active_attribute = active\n"
+                    "active_value = true\n" % self.oauth2_introspection_url)
+        os.chmod(path, 0o644)
+        return ("passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+                "  args = %s\n}\n" % path)
+
     def write_config(self):
         login_user = "dovenull" if _user_exists("dovenull") else "nobody"
         internal_user = "dovecot" if _user_exists("dovecot") else "nobody"
@@ -649,7 +668,7 @@ first_valid_uid = 1
 first_valid_gid = 1
 ssl = {ssl_mode}
 ssl_min_protocol = TLSv1.2
-{tls_conf}auth_mechanisms = plain login
+{tls_conf}auth_mechanisms = plain login{" xoauth2 oauthbearer" if self.oauth2_introspection_url else ""}
 disable_plaintext_auth = {"yes" if self.ssl_required else "no"}
 auth_verbose = yes
 auth_failure_delay = 0
@@ -657,7 +676,7 @@ mail_debug = {"yes" if self.mail_debug else "no"}
 mail_location = maildir:~/Maildir{layout}
 mailbox_idle_check_interval = 1 secs
 imap_idle_notify_interval = 1 secs
-{self._capability_setting()}passdb {{
+{self._capability_setting()}{self._oauth2_passdb()}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {self.run_dir}/passwd
 }}

@@ -73,8 +73,16 @@ def dovecot_factory(request, tmp_path):
         return d
 
     yield make
+    # Stop every server even if one of them fails to stop cleanly: a
+    # leaked Dovecot would hold its ports and temp dir past the run.
+    errors = []
     for d in servers:
-        d.destroy()
+        try:
+            d.destroy()
+        except Exception as e:      # noqa: BLE001 - reported below
+            errors.append("%s: %r" % (d.root_dir, e))
+    if errors:
+        pytest.fail("stopping Dovecot failed: " + "; ".join(errors))
 
 
 @pytest.fixture
@@ -99,9 +107,11 @@ def dovecot_module(request):
     d.start()
     d.corpus = corpus.sample_mailbox(big=True)
     d.seeded_uids = d.seed(d.corpus)
-    yield d
-    d.destroy()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield d
+    finally:
+        d.destroy()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

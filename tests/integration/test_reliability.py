@@ -2,9 +2,9 @@
 
     1. crash safety: >= 10,000 mixed operations through the mount while the
        daemon is SIGKILLed >= 20 times at random points; the server must end
-       up exactly as an in-test model says (delete = expunge keeps the model
-       simple: an unlink removes the message from the server, Trash stays
-       empty).
+       up exactly as an in-test model says; with delete = expunge an
+       unlink removes the message from the server, with delete = trash
+       it lands in Trash exactly once.
     4. identity resets: a folder recreated by Dovecot with a new UIDVALIDITY
        and the same messages is re-matched (same names, inodes, no
        duplicates, no re-download), and changes queued while the server was
@@ -289,11 +289,24 @@ def check_mount(m, model, want_paths, when):
 
 
 def test_crash_safety_10k_ops_20_kills(dovecot, mailfs):
+    run_crash_safety(dovecot, mailfs, "expunge",
+                     int(os.environ.get("MAILFS_CRASH_OPS", 10000)),
+                     int(os.environ.get("MAILFS_CRASH_KILLS", 22)))
+
+
+def test_crash_safety_with_trash(dovecot, mailfs):
+    """The same with delete = trash: every unlink is a MOVE to Trash (created
+    by mailfs on first use), so a kill can land between COPY and EXPUNGE or
+    before the Trash CREATE."""
+    run_crash_safety(dovecot, mailfs, "trash",
+                     int(os.environ.get("MAILFS_CRASH_TRASH_OPS", 10000)),
+                     int(os.environ.get("MAILFS_CRASH_TRASH_KILLS", 20)))
+
+
+def run_crash_safety(dovecot, mailfs, delete, TOTAL_OPS, KILLS):
     seed = int(os.environ.get("MAILFS_CRASH_SEED", random.randrange(1 << 30)))
-    print("crash-safety seed: MAILFS_CRASH_SEED=%d" % seed)
+    print("crash-safety (delete=%s) seed: MAILFS_CRASH_SEED=%d" % (delete, seed))
     rng = random.Random(seed)
-    TOTAL_OPS = int(os.environ.get("MAILFS_CRASH_OPS", 10000))
-    KILLS = int(os.environ.get("MAILFS_CRASH_KILLS", 22))
     base = ["INBOX", "A", "B", "C"]
     N = 40
     with dovecot.client() as c:
@@ -303,7 +316,7 @@ def test_crash_safety_10k_ops_20_kills(dovecot, mailfs):
             flags = ("\\Seen",) if i % 2 else ()
             c.append(base[i % 4], small_msg(i, "cs"), flags=flags, date=corpus.date_at(i))
     # The -d trace of 10k operations is large and slow: debug only sync/queue.
-    m = mailfs(dovecot, delete="expunge", debug=False, extra_args=("-o", r"debug=sync\,queue"))
+    m = mailfs(dovecot, delete=delete, debug=False, extra_args=("-o", r"debug=sync\,queue"))
     m.expect_log(NETWORK_LOG)
     with dovecot.client() as c:
         for f in base:
@@ -419,10 +432,23 @@ def test_crash_safety_10k_ops_20_kills(dovecot, mailfs):
     time.sleep(2 * POLL)
     assert converged(), "the server moved away from the model later (replayed ops?)"
     with dovecot.client() as c:
-        assert c.count("Trash") == 0
+        trashed = []
+        if "Trash" in c.folders():
+            trashed = list(c.message_ids("Trash").values())
         everything = []
         for f in c.folders():
-            everything += [x for x in c.message_ids(f).values()]
+            if f != "Trash":
+                everything += [x for x in c.message_ids(f).values()]
+    if delete == "expunge":
+        assert not trashed, "delete=expunge put mail in Trash: %s" % trashed[:20]
+    else:
+        # Every unlinked message is in Trash exactly once, and nothing else.
+        dup = [k for k, v in collections.Counter(trashed).items() if v > 1]
+        assert not dup, "duplicated in Trash: %s" % dup[:20]
+        assert set(trashed) == model.deleted, (
+            "Trash differs from the unlinked messages: missing %s, extra %s"
+            % (sorted(model.deleted - set(trashed))[:20],
+               sorted(set(trashed) - model.deleted)[:20]))
     dup = [k for k, v in collections.Counter(everything).items() if v > 1]
     assert not dup, "duplicated on the server: %s" % dup[:20]
     resurrected = model.deleted & set(everything)

@@ -228,7 +228,8 @@ def test_list_status_poll_is_one_list(dovecot, mailfs):
     window = m.log()[start:]
     lists = imap_commands(window, "LIST")
     assert lists, window[-3000:]
-    assert all("RETURN (SPECIAL-USE STATUS (UIDVALIDITY UIDNEXT MESSAGES "
+    # QRESYNC: no MESSAGES (an expunge raises HIGHESTMODSEQ anyway).
+    assert all("RETURN (SPECIAL-USE STATUS (UIDVALIDITY UIDNEXT "
                "HIGHESTMODSEQ))" in ln for ln in lists), lists
     assert not imap_commands(window, "STATUS"), window[-3000:]
     assert not imap_commands(window, "SELECT"), window[-3000:]

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "mf_config.h"
@@ -172,11 +173,49 @@ static void test_transport_keys(void **state)
 	mf_config_free(&cfg);
 	cfg = parse_ok("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n");
 	assert_true(cfg->accounts[0].compress);
-	assert_int_equal(cfg->accounts[0].max_connections, 2);
+	assert_int_equal(cfg->accounts[0].max_connections, 3);
 	assert_null(cfg->accounts[0].tunnel);
 	mf_config_free(&cfg);
 	expect_error("[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
 		     "max_connections=0\n", "max_connections must be");
+}
+
+static void test_cache_keys(void **state)
+{
+	static const char acct[] = "[account a]\ntype=imap\nhost=h\nuser=u\n"
+				   "password=p\n";
+	struct mf_config *cfg;
+	char text[512];
+
+	(void)state;
+	cfg = parse_ok("[general]\ncache_max_size = 2G\n[account a]\n"
+		       "type=imap\nhost=h\nuser=u\npassword=p\n"
+		       "prefetch = all\nprefetch_max_size = 512k\n"
+		       "prefetch_max_age = 30\n");
+	assert_true(cfg->cache_max_size == 2ULL << 30);
+	assert_true(cfg->accounts[0].prefetch_max_size == 512ULL << 10);
+	assert_int_equal(cfg->accounts[0].prefetch_max_age, 30);
+	mf_config_free(&cfg);
+	cfg = parse_ok(acct);
+	assert_true(cfg->cache_max_size == 0);
+	assert_true(cfg->accounts[0].prefetch_max_size == 0);
+	assert_int_equal(cfg->accounts[0].prefetch_max_age, 0);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[general]\ncache_max_size = 1500\n[account a]\n"
+		       "type=imap\nhost=h\nuser=u\npassword=p\n"
+		       "prefetch_max_size = 3MB\n");
+	assert_true(cfg->cache_max_size == 1500);
+	assert_true(cfg->accounts[0].prefetch_max_size == 3ULL << 20);
+	mf_config_free(&cfg);
+	expect_error("[general]\ncache_max_size = 2X\n", "must be a size");
+	expect_error("[general]\ncache_max_size = G\n", "must be a size");
+	expect_error("[general]\ncache_max_size = -1\n", "must be a size");
+	expect_error("[general]\ncache_max_size = 99999999999T\n",
+		     "must be a size");
+	snprintf(text, sizeof(text), "%sprefetch_max_size = 1.5M\n", acct);
+	expect_error(text, "prefetch_max_size must be a size");
+	snprintf(text, sizeof(text), "%sprefetch_max_age = x\n", acct);
+	expect_error(text, "prefetch_max_age must be a number");
 }
 
 static void test_password_command(void **state)
@@ -201,6 +240,74 @@ static void test_password_command(void **state)
 	mf_config_free(&cfg);
 }
 
+#define ACCTS "[account a]\ntype=imap\nhost=h\nuser=u\npassword=p\n" \
+	      "[account b]\ntype=imap\nhost=h\nuser=u\npassword=p\n"
+
+static void test_views(void **state)
+{
+	struct mf_config *cfg;
+	const struct mf_view *v;
+
+	(void)state;
+	cfg = parse_ok(ACCTS
+		       "[view lists]\n"
+		       "match = List-Id: *linux-kernel*\n"
+		       "match = From:*@example.org  # comment\n"
+		       "match = list-id: other\n"
+		       "match = account: a\n"
+		       "[view only-b]\n"
+		       "match = Subject: [PATCH*\n"
+		       "account = b\n"
+		       "folders = INBOX Lists/* !Lists/old\n");
+	assert_int_equal(cfg->view_count, 2);
+	v = &cfg->views[0];
+	assert_string_equal(v->dirname, "@lists");
+	assert_int_equal(v->rule_count, 4);
+	assert_string_equal(v->rules[0].field, "list-id");
+	assert_string_equal(v->rules[0].glob, "*linux-kernel*");
+	assert_string_equal(v->rules[1].field, "from");
+	assert_string_equal(v->rules[1].glob, "*@example.org");
+	assert_null(v->accounts);
+	assert_true(mf_view_wants(v, "a", "Trash"));
+	v = &cfg->views[1];
+	assert_true(mf_view_wants(v, "b", "Lists/x"));
+	assert_false(mf_view_wants(v, "b", "Lists/old"));
+	assert_false(mf_view_wants(v, "a", "INBOX"));
+	/* Fields to fetch: per account, upper case, no duplicates, no
+	 * pseudo fields, no Message-ID (always fetched). */
+	assert_string_equal(cfg->accounts[0].view_fields, "LIST-ID FROM");
+	assert_string_equal(cfg->accounts[1].view_fields,
+			    "LIST-ID FROM SUBJECT");
+	mf_config_free(&cfg);
+
+	cfg = parse_ok(ACCTS "[view acct]\nmatch = account: *\n");
+	assert_null(cfg->accounts[0].view_fields);
+	mf_config_free(&cfg);
+	cfg = parse_ok(ACCTS);
+	assert_int_equal(cfg->view_count, 0);
+	assert_null(cfg->accounts[0].view_fields);
+	mf_config_free(&cfg);
+
+	expect_error(ACCTS "[view x]\naccount = a\n", "no \"match\" line");
+	expect_error(ACCTS "[view x]\nmatch = nocolon\n", "Header: pattern");
+	expect_error(ACCTS "[view x]\nmatch = : x\n", "Header: pattern");
+	expect_error(ACCTS "[view x]\nmatch = From:\n", "no pattern");
+	expect_error(ACCTS "[view x]\nmatch = Fr om: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X)(: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = X]: x\n", "not a header");
+	expect_error(ACCTS "[view x]\nmatch = a: b\naccount = c\n",
+		     "account \"c\", which is not configured");
+	expect_error(ACCTS "[view]\nmatch = a: b\n", "[view NAME]");
+	expect_error(ACCTS "[view a/b]\nmatch = a: b\n", "[view NAME]");
+	expect_error(ACCTS "[view x]\nmatch = a: b\n[view x]\nmatch = a: b\n",
+		     "defined twice");
+	expect_error(ACCTS "[view x]\nmatch = a: b\naccount = a\n"
+		     "account = b\n", "set twice");
+	expect_error("[account @x]\ntype=imap\nhost=h\nuser=u\n"
+		     "password=p\n[view x]\nmatch = a: b\n",
+		     "the name of an account");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -209,7 +316,9 @@ int main(void)
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_transport_keys),
+		cmocka_unit_test(test_cache_keys),
 		cmocka_unit_test(test_password_command),
+		cmocka_unit_test(test_views),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

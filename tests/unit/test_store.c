@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../../cache/blob_private.h"
 #include "mf_store.h"
 #include "mf_util.h"
 
@@ -505,6 +506,116 @@ static void test_gone_and_mkdir(void **state)
 	assert_int_equal(mf_store_rmdir(root, "INBOX"), -EPERM);
 }
 
+static void blob_hash(char *out, char c)
+{
+	memset(out, c, MF_BLOB_HASH_LEN);
+	out[MF_BLOB_HASH_LEN] = '\0';
+}
+
+static unsigned int candidates(int64_t after, const char *after_hash,
+			       int64_t before, char *got)
+{
+	struct blob_rec out[8];
+	unsigned int n = 0;
+
+	assert_int_equal(meta_blob_candidates(after, after_hash, before, 8,
+					      out, &n),
+			 0);
+	for (unsigned int i = 0; i < n; i++)
+		got[i] = out[i].hash[0];
+	got[n] = '\0';
+	return n;
+}
+
+/* blob_cache: LRU order, and bodies only local messages need are kept. */
+static void test_blob_eviction_candidates(void **state)
+{
+	struct blob_rec r[4];
+	struct mf_change ch;
+	struct mf_message m, d1, d2;
+	struct names nm = { 0 };
+	char h[4][MF_BLOB_HASH_LEN + 1], got[9];
+	bool changed;
+	int64_t inbox;
+
+	(void)state;
+	inbox = list_folders("blob");
+	for (int i = 0; i < 4; i++)
+		blob_hash(h[i], (char)('a' + i));
+	/* a: a server message's body; evictable. */
+	ch = upsert("1", 0, 100, NULL);
+	apply(inbox, true, false, &ch, 1, "1:1:2:1");
+	assert_int_equal(mf_store_list_messages(inbox, MF_DIR_NEW, 0, collect,
+						&nm),
+			 0);
+	assert_int_equal(nm.n, 1);
+	assert_int_equal(mf_store_set_blob((int64_t)nm.ino[0], h[0], 100,
+					   &changed),
+			 0);
+	names_free(&nm);
+	/* b: uploaded, the server's id unknown (MATCH): kept. */
+	memset(&d1, 0, sizeof(d1));
+	assert_int_equal(mf_store_tmp_create(inbox, "1.b.host", mf_now_ns(),
+					     &d1),
+			 0);
+	assert_int_equal(mf_store_rename_message(d1.id, "1.b.host", inbox,
+						 MF_DIR_NEW, "1.b.host", true,
+						 10),
+			 0);
+	assert_int_equal(mf_store_appended(d1.id, inbox, NULL, 0, h[1]), 0);
+	memset(&m, 0, sizeof(m));
+	assert_int_equal(mf_store_message_get(d1.id, &m), 0);
+	assert_int_equal(m.state, MF_MSG_MATCH);
+	mf_message_clear(&m);
+	/* c: uploaded with its id: a server message like a. */
+	memset(&d2, 0, sizeof(d2));
+	assert_int_equal(mf_store_tmp_create(inbox, "1.c.host", mf_now_ns(),
+					     &d2),
+			 0);
+	assert_int_equal(mf_store_rename_message(d2.id, "1.c.host", inbox,
+						 MF_DIR_NEW, "1.c.host", true,
+						 10),
+			 0);
+	assert_int_equal(mf_store_appended(d2.id, inbox, "7", 0, h[2]), 0);
+	/* d: no message at all (any more). */
+	memcpy(r[0].hash, h[0], sizeof(h[0]));
+	r[0].size = 100;
+	r[0].atime = 10;
+	memcpy(r[1].hash, h[1], sizeof(h[1]));
+	r[1].size = 10;
+	r[1].atime = 5;
+	memcpy(r[2].hash, h[2], sizeof(h[2]));
+	r[2].size = 10;
+	r[2].atime = 20;
+	memcpy(r[3].hash, h[3], sizeof(h[3]));
+	r[3].size = 1;
+	r[3].atime = 1;
+	assert_int_equal(meta_blob_record(r, 4), 0);
+
+	assert_int_equal(candidates(INT64_MIN, "", 100, got), 3);
+	assert_string_equal(got, "dac");
+	/* Used at or after "before": not yet. */
+	candidates(INT64_MIN, "", 15, got);
+	assert_string_equal(got, "da");
+	/* Paging from a cursor. */
+	candidates(10, h[0], 100, got);
+	assert_string_equal(got, "c");
+	/* Forgotten rows are gone; an access moves a body back. */
+	assert_int_equal(meta_blob_forget(&r[3], 1), 0);
+	r[0].size = BLOB_TOUCH_ONLY;
+	r[0].atime = 30;
+	assert_int_equal(meta_blob_record(&r[0], 1), 0);
+	candidates(INT64_MIN, "", 100, got);
+	assert_string_equal(got, "ca");
+	/* An older access time never moves it back. */
+	r[0].atime = 2;
+	assert_int_equal(meta_blob_record(&r[0], 1), 0);
+	candidates(INT64_MIN, "", 100, got);
+	assert_string_equal(got, "ca");
+	mf_message_clear(&d1);
+	mf_message_clear(&d2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -514,6 +625,7 @@ int main(void)
 		cmocka_unit_test(test_delivery_and_rematch),
 		cmocka_unit_test(test_reset_and_guard),
 		cmocka_unit_test(test_gone_and_mkdir),
+		cmocka_unit_test(test_blob_eviction_candidates),
 	};
 
 	mf_log_init("test", false, MF_LOG_ERR, 0);
