@@ -388,6 +388,8 @@ static void reload_config(void)
 		nc->state_dir = xstrdup(oc->state_dir);
 		nc->cache_dir = xstrdup(oc->cache_dir);
 	}
+	if (nc->view_count != oc->view_count)
+		mf_warn("[view] sections changed: views take a remount");
 	ns = xcalloc(nc->account_count ? nc->account_count : 1, sizeof(*ns));
 	kept = xcalloc(oc->account_count ? oc->account_count : 1,
 		       sizeof(*kept));
