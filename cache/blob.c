@@ -187,7 +187,8 @@ static int fsync_dir(const char *dir)
 	return ret;
 }
 
-int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r)
+static int blob_commit(int fd, const char *path, char *hash_r,
+		       uint64_t *size_r, bool durable)
 {
 	char *dest, *sub;
 	struct stat st;
@@ -195,7 +196,7 @@ int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r)
 	int ret;
 
 	ret = hash_fd(fd, hash_r, size_r);
-	if (ret == 0 && fsync(fd) < 0)
+	if (ret == 0 && durable && fsync(fd) < 0)
 		ret = -errno;
 	close(fd);
 	if (ret < 0) {
@@ -209,19 +210,34 @@ int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r)
 		/* Under the lock: the walk and eviction see it whole. */
 		pthread_mutex_lock(&blob.lock);
 		existed = stat(dest, &st) == 0;
-		if (rename(path, dest) < 0)
+		if (existed && !durable && (uint64_t)st.st_size == *size_r) {
+			/* Keep the (maybe fsynced) copy we have. */
+			unlink(path);
+		} else if (rename(path, dest) < 0) {
 			ret = -errno;
-		else if (blob.running)
+		} else if (blob.running) {
 			blob_added(hash_r, *size_r, existed);
+		}
 		pthread_mutex_unlock(&blob.lock);
 	}
-	if (ret == 0)
+	if (ret == 0 && durable)
 		ret = fsync_dir(sub);
 	if (ret < 0)
 		unlink(path);
 	free(sub);
 	free(dest);
 	return ret;
+}
+
+int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r)
+{
+	return blob_commit(fd, path, hash_r, size_r, true);
+}
+
+int mf_blob_commit_fetched(int fd, const char *path, char *hash_r,
+			   uint64_t *size_r)
+{
+	return blob_commit(fd, path, hash_r, size_r, false);
 }
 
 int mf_blob_import(int src, char *hash_r, uint64_t *size_r)
@@ -281,6 +297,25 @@ int mf_blob_open(const char *hash)
 	/* The file's access time too: a walk of the store reads it. */
 	futimens(fd, (const struct timespec[2]){
 		{ .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_OMIT } });
+	return fd;
+}
+
+int mf_blob_open_sized(const char *hash, uint64_t size)
+{
+	struct stat st;
+	int fd = mf_blob_open(hash);
+
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, &st) < 0 || (uint64_t)st.st_size != size) {
+		/* Cut short by a crash before it reached the disk (see
+		   mf_blob_commit_fetched): fetch it again. */
+		mf_warn("cache: body %.12s has %lld bytes, not %llu: "
+			"fetching it again", hash, (long long)st.st_size,
+			(unsigned long long)size);
+		mf_blob_close(fd);
+		return -ENOENT;
+	}
 	return fd;
 }
 

@@ -38,7 +38,9 @@ static const char *const account_keys[] = {
 	"api_url", "token_command", "oauth", "client_id", "client_secret",
 	"tenant", "scopes", "auth", "auth_url", "token_url", "device_url",
 	"inbox_unlink", "compress", "tunnel", "max_connections",
-	"prefetch_max_size", "prefetch_max_age", NULL,
+	"prefetch_max_size", "prefetch_max_age",
+	/* gmail */
+	"quota_units", "labels", NULL,
 };
 
 struct section {
@@ -506,6 +508,13 @@ static int load_account(const char *file, struct section *sec,
 		if (parse_enum(file, kv, del_names, &v, error_r) < 0)
 			return -EINVAL;
 		a->delete_policy = (enum mf_delete_policy)v;
+	} else if (strcmp(a->type, "gmail") == 0) {
+		/*
+		 * Gmail: an unlink goes to the backend, which knows what it
+		 * means in a label's folder (remove the label, archive,
+		 * trash; see inbox_unlink) instead of a move to Trash.
+		 */
+		a->delete_policy = MF_DELETE_EXPUNGE;
 	}
 	kv = find_kv(a->kv, a->kv_count, "prefetch");
 	if (kv) {
@@ -579,6 +588,24 @@ static int load_account(const char *file, struct section *sec,
 		}
 		if (!a->port)
 			a->port = a->tls == MF_TLS_IMPLICIT ? 993 : 143;
+	} else if (strcmp(a->type, "graph") == 0) {
+		const char *api;
+
+		/*
+		 * "user" is optional: requests go to /me, whoever the
+		 * token belongs to; user (the mailbox address) is for
+		 * messages and the OAuth login hint.
+		 */
+		kv = find_kv(a->kv, a->kv_count, "api_url");
+		api = kv ? kv->value : NULL;
+		if (api && strncasecmp(api, "https://", 8) != 0 &&
+		    strncasecmp(api, "http://", 7) != 0) {
+			*error_r = xasprintf("%s:%d: api_url must be an http:// "
+					     "or https:// URL", file, kv->line);
+			return -EINVAL;
+		}
+		if (!a->host)
+			a->host = xstrdup(api ? api : "graph.microsoft.com");
 	}
 	return 0;
 }

@@ -21,7 +21,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#define SCHEMA_VERSION 4
+#define SCHEMA_VERSION 5
 
 static struct {
 	char *db_path;
@@ -71,7 +71,8 @@ static const char schema[] =
 	" msgid TEXT,"
 	" blob TEXT,"
 	" state INTEGER NOT NULL DEFAULT 0,"
-	" gen INTEGER NOT NULL DEFAULT 0);"
+	" gen INTEGER NOT NULL DEFAULT 0,"
+	" size_est INTEGER NOT NULL DEFAULT 0);"
 	"CREATE INDEX IF NOT EXISTS message_place"
 	" ON message(folder, dir, name);"
 	/* (folder, dir) then rowid: readdir's id-cookie ranges. */
@@ -148,6 +149,21 @@ void mf_store_thread_bulk(void)
 
 	if (c)
 		sqlite3_exec(c->db, "PRAGMA cache_size=-16000;", NULL, NULL,
+			     NULL);
+}
+
+/*
+ * The calling thread writes only what can be fetched again (which blob
+ * holds a message's body): its commits need not wait for the disk.
+ * WAL keeps them atomic; a crash may forget the last few, and the next
+ * FULL commit of another thread makes them durable anyway.
+ */
+void mf_store_thread_relaxed(void)
+{
+	struct meta_conn *c = meta_conn();
+
+	if (c)
+		sqlite3_exec(c->db, "PRAGMA synchronous=NORMAL;", NULL, NULL,
 			     NULL);
 }
 
@@ -258,6 +274,7 @@ void meta_read_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = col_strdup(s, 12);
 	m->blob = col_strdup(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 /* Like meta_read_message, but the strings are borrowed from s. */
@@ -278,6 +295,7 @@ static void peek_message(sqlite3_stmt *s, struct mf_message *m)
 	m->msgid = (char *)sqlite3_column_text(s, 12);
 	m->blob = (char *)sqlite3_column_text(s, 13);
 	m->state = sqlite3_column_int(s, 14);
+	m->size_estimated = sqlite3_column_int(s, 15) != 0;
 }
 
 void meta_read_folder(sqlite3_stmt *s, struct mf_folder *f)
@@ -383,6 +401,37 @@ static int migrate_4_blob_cache(struct meta_conn *c, char **error_r)
 	return 0;
 }
 
+/*
+ * Schema 4 -> 5: a message's size may be the server's estimate (Graph's
+ * size, Gmail's sizeEstimate) until its body is read; such a name has no
+ * ",S=" and the kernel keeps no attributes of it. A store created by this
+ * version has the column already (the schema above).
+ */
+static int migrate_5_size_estimates(struct meta_conn *c, char **error_r)
+{
+	sqlite3_stmt *s = NULL;
+	bool have = false;
+
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT 1 FROM pragma_table_info('message') "
+			       "WHERE name = 'size_est'",
+			       -1, &s, NULL) == SQLITE_OK)
+		have = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_finalize(s);
+	if (sqlite3_exec(c->db,
+			 have ? "PRAGMA user_version = 5;"
+			      : "BEGIN; ALTER TABLE message ADD COLUMN size_est "
+				"INTEGER NOT NULL DEFAULT 0; "
+				"PRAGMA user_version = 5; COMMIT;",
+			 NULL, NULL, NULL) != SQLITE_OK) {
+		*error_r = xasprintf("cannot upgrade %s to schema 5: %s",
+				     meta.db_path, sqlite3_errmsg(c->db));
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
+}
+
 int mf_store_open(const char *state_dir, char **error_r)
 {
 	struct meta_conn *c;
@@ -461,7 +510,7 @@ int mf_store_open(const char *state_dir, char **error_r)
 			     "WHERE name = 'message');"
 			     "PRAGMA user_version = 2;",
 			     NULL, NULL, NULL);
-	} else if (version == 1) {
+	} else if (version < 2) {
 		/* 1 -> 2: the user can accept a held-back removal. */
 		if (sqlite3_exec(c->db,
 				 "ALTER TABLE folder ADD COLUMN accept INTEGER "
@@ -476,6 +525,8 @@ int mf_store_open(const char *state_dir, char **error_r)
 	if (version < 3 && migrate_3_view_headers(c, error_r) < 0)
 		return -EIO;
 	if (version < 4 && migrate_4_blob_cache(c, error_r) < 0)
+		return -EIO;
+	if (version < 5 && migrate_5_size_estimates(c, error_r) < 0)
 		return -EIO;
 	/*
 	 * Tombstones of expunged messages are kept while the kernel may
@@ -583,6 +634,7 @@ enum {
 	S_BUMP_CUR,
 	S_BUMP_NEW,
 	S_BUMP_TMP,
+	S_FORGET_SERVER,
 	S_STMT_COUNT_META,
 };
 
@@ -961,9 +1013,14 @@ void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 {
 	char uniq[96];
 
-	snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
-		 (long long)internaldate, (long long)id,
-		 (unsigned long long)size);
+	/* SIZE_UNKNOWN: no ",S=" (readers trust it as the exact size). */
+	if (size == META_SIZE_UNKNOWN)
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs",
+			 (long long)internaldate, (long long)id);
+	else
+		snprintf(uniq, sizeof(uniq), "%lld.M%lld.mailfs,S=%llu",
+			 (long long)internaldate, (long long)id,
+			 (unsigned long long)size);
 	if (mf_maildir_format(uniq, flags, "", dir == MF_DIR_CUR, buf,
 			      size_buf) < 0)
 		snprintf(buf, size_buf, "%s", uniq);
@@ -1332,6 +1389,34 @@ static int unlink_row(struct meta_conn *c, struct mf_message *m,
 	return ret;
 }
 
+/*
+ * Two rows of one server message: the same account-global id under the
+ * same unique name part (only a backend with MF_CAP_GLOBAL_IDS gives two
+ * rows one unique part; see meta_sync.c insert_new).
+ */
+static bool same_server_message(const struct mf_message *a,
+				const struct mf_message *b)
+{
+	struct mf_maildir_name na, nb;
+
+	return a->ruid && b->ruid && strcmp(a->ruid, b->ruid) == 0 &&
+	       mf_maildir_parse(a->name, &na) == 0 &&
+	       mf_maildir_parse(b->name, &nb) == 0 &&
+	       strcmp(na.uniq, nb.uniq) == 0;
+}
+
+static int forget_server(struct meta_conn *c, int64_t id)
+{
+	sqlite3_stmt *s = meta_stmt(c, S_FORGET_SERVER,
+				    "UPDATE message SET rfolder = 0, ruid = "
+				    "NULL WHERE id = ?");
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, id);
+	return meta_exec_stmt(c, s, "forget server");
+}
+
 int mf_store_rename_message(int64_t msg_id, const char *src_name,
 			    int64_t dst_folder, int dst_dir,
 			    const char *dst_name, bool noreplace,
@@ -1383,8 +1468,15 @@ int mf_store_rename_message(int64_t msg_id, const char *src_name,
 			goto out;
 		}
 		ret = mf_store_message_get(other, &victim);
-		if (ret == 0)
+		if (ret == 0 && same_server_message(&m, &victim)) {
+			/* Gmail: a rename into a label the message has. The
+			   target row goes; the server keeps the message. */
+			ret = drop_local_message(c, victim.id);
+			if (ret == 0)
+				ret = forget_server(c, victim.id);
+		} else if (ret == 0) {
 			ret = unlink_row(c, &victim, account, MF_DELETE_TRASH);
+		}
 		if (ret < 0)
 			goto out;
 	}

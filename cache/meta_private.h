@@ -37,7 +37,7 @@ int meta_exec_stmt(struct meta_conn *c, sqlite3_stmt *s, const char *what);
 /* Row readers for "SELECT " MSG_COLS / FOLDER_COLS. */
 #define MSG_COLS                                                        \
 	"id, folder, dir, name, link_name, rfolder, ruid, flags, "      \
-	"base_flags, size, internaldate, ctime, msgid, blob, state"
+	"base_flags, size, internaldate, ctime, msgid, blob, state, size_est"
 #define FOLDER_COLS                                                    \
 	"id, account, parent, name, remote, path, attrs, state, subdirs, " \
 	"cursor, mtime_dir, mtime_cur, mtime_new, mtime_tmp, ctime"
@@ -56,7 +56,9 @@ bool meta_queue_has_fresh(struct meta_conn *c, int op, int64_t message);
 /* The account a folder belongs to (caller frees), or NULL. */
 char *meta_folder_account(struct meta_conn *c, int64_t folder);
 
-/* Build the file name for a server message from its row values. */
+/* Build the file name for a server message from its row values; size
+ * META_SIZE_UNKNOWN leaves ",S=" out (the size is an estimate). */
+#define META_SIZE_UNKNOWN UINT64_MAX
 void meta_server_name(int64_t id, int64_t internaldate, uint64_t size,
 		      unsigned int flags, int dir, char *buf, size_t size_buf);
 

@@ -73,10 +73,21 @@ enum {
 	S_REQUEUE_INS,
 	S_REQUEUE_DEL,
 	S_HAS_MKDIR,
+	S_SIBLING,
+	S_SIBLING_BLOB,
+	S_QUEUE_AFTER,
+	S_PASS_BLOB,
+	S_DUP_FIND,
+	S_DUP_DROP,
+	S_QUEUE_FLAGS_AFTER,
+	S_FIND_MOVED,
+	S_RELOCATE,
+	S_FOLDER_OPS_QUEUED,
+	S_FOLDER_FOLLOW,
 	S_STMT_END,
 };
 
-_Static_assert(S_STMT_END <= 128, "meta_sync.c statement indexes");
+_Static_assert(S_STMT_END <= 112, "meta_sync.c statement indexes (meta_blob.c starts at 112)");
 
 /* ---- folders ---- */
 
@@ -167,10 +178,87 @@ static int64_t ensure_parents(struct meta_conn *c, const char *account,
 	return id;
 }
 
+struct renamed {
+	int64_t parent;
+	char *name;
+};
+
+/*
+ * A folder the server lists under its old remote name but at another
+ * path: renamed or moved on the server, with an id that stays (Graph).
+ * Follow it, unless local folder changes are still queued (then the
+ * listing may show what they are about to change).
+ */
+static int follow_rename(struct meta_conn *c, const char *account,
+			 int64_t root, int64_t id, const char *path,
+			 struct renamed **ren, unsigned int *nren)
+{
+	struct mf_folder f;
+	sqlite3_stmt *s;
+	int64_t parent;
+	const char *slash = strrchr(path, '/');
+	bool queued = false;
+	int ret;
+
+	memset(&f, 0, sizeof(f));
+	if (mf_store_folder_get(id, &f) < 0 || f.state != MF_FOLDER_PRESENT ||
+	    strcmp(f.path, path) == 0 || folder_by_path(c, account, path) > 0) {
+		mf_folder_clear(&f);
+		return 0;
+	}
+	s = meta_stmt(c, S_FOLDER_OPS_QUEUED,
+		      "SELECT 1 FROM queue WHERE account = ? AND op IN "
+		      "(5, 6, 7) LIMIT 1");
+	if (!s) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	queued = sqlite3_step(s) == SQLITE_ROW;
+	sqlite3_reset(s);
+	if (queued) {
+		mf_folder_clear(&f);
+		return 0;
+	}
+	parent = ensure_parents(c, account, root, path);
+	if (parent < 0) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	s = meta_stmt(c, S_FOLDER_FOLLOW,
+		      "UPDATE folder SET parent = ?, name = ? WHERE id = ?");
+	if (!s) {
+		mf_folder_clear(&f);
+		return -EIO;
+	}
+	sqlite3_bind_int64(s, 1, parent);
+	sqlite3_bind_text(s, 2, slash ? slash + 1 : path, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, id);
+	ret = meta_exec_stmt(c, s, "folder follow");
+	if (ret == 0)
+		ret = meta_repath(c, id, path);
+	if (ret == 0)
+		ret = meta_bump_mtime(c, f.parent, 0);
+	if (ret == 0)
+		ret = meta_bump_mtime(c, parent, 0);
+	if (ret == 0) {
+		mf_info("%s: folder %s is now %s on the server", account,
+			f.path, path);
+		*ren = xrealloc(*ren, (*nren + 1) * sizeof(**ren));
+		(*ren)[*nren].parent = f.parent;
+		(*ren)[*nren].name = xstrdup(f.name);
+		(*nren)++;
+	}
+	mf_folder_clear(&f);
+	return ret;
+}
+
 int mf_store_apply_folder_list(const char *account,
 			       const struct mf_remote_folder *folders,
 			       unsigned int n)
 {
+	struct renamed *ren = NULL;
+	unsigned int nren = 0;
 	struct meta_conn *c;
 	sqlite3_stmt *s;
 	int64_t root;
@@ -212,6 +300,12 @@ int mf_store_apply_folder_list(const char *account,
 			state = sqlite3_column_int(s, 1);
 		}
 		sqlite3_reset(s);
+		if (id != 0 && state == MF_FOLDER_PRESENT) {
+			ret = follow_rename(c, account, root, id, rf->path,
+					    &ren, &nren);
+			if (ret < 0)
+				break;
+		}
 		if (id == 0 || state == MF_FOLDER_GONE) {
 			/* A folder mailfs did not know, or one that came
 			 * back: maybe a virtual directory already stands
@@ -303,6 +397,15 @@ int mf_store_apply_folder_list(const char *account,
 			"folder", account);
 	}
 	ret = meta_wend(c, ret);
+	for (unsigned int i = 0; i < nren; i++) {
+		if (ret == 0 && notify) {
+			notify->inval_entry(mf_ino_folder(ren[i].parent, 0),
+					    ren[i].name);
+			notify->inval_inode(mf_ino_folder(ren[i].parent, 0));
+		}
+		free(ren[i].name);
+	}
+	free(ren);
 	if (ret == 0 && notify) {
 		/* Parents of new and vanished folders: names changed. */
 		notify->inval_inode(mf_ino_folder(root, 0));
@@ -434,7 +537,7 @@ int mf_store_folder_known_count(int64_t folder, uint64_t *count_r)
 /* ---- message changes ---- */
 
 struct pending_notify {
-	int kind;		/* 0 inval entry, 1 delete */
+	int kind;		/* 0 inval entry, 1 delete, 2 inval inode */
 	uint64_t parent;
 	uint64_t child;
 	char *name;
@@ -483,6 +586,8 @@ static void flush_notes(struct mf_sync_batch *b)
 
 		if (n && p->kind == 1)
 			n->delete_entry(p->parent, p->child, p->name);
+		else if (n && p->kind == 2)
+			n->inval_inode(p->parent);
 		else if (n)
 			n->inval_entry(p->parent, p->name);
 		free(p->name);
@@ -637,6 +742,9 @@ static int apply_known(struct mf_sync_batch *b, struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
+	/* Bits the server cannot store keep the local value (Gmail). */
+	server = (server & ~b->info.local_flags) |
+		 (m->base_flags & b->info.local_flags);
 	/* Bits changed locally since the base keep the local value. */
 	merged = (local & (local ^ m->base_flags)) |
 		 (server & ~(local ^ m->base_flags));
@@ -700,7 +808,7 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_stmt *s = meta_stmt(
 		b->c, S_MATCH,
 		"SELECT " MSG_COLS " FROM message m WHERE folder = ? AND "
-		"msgid IS ? AND size = ? AND dir != 2 AND "
+		"msgid IS ? AND (size = ? OR ?) AND dir != 2 AND "
 		"((ruid IS NULL AND (state = 6 OR (state = 2 AND EXISTS "
 		"(SELECT 1 FROM queue q WHERE q.message = m.id AND q.op = 2 "
 		"AND q.attempts > 0)) OR (state = 4 AND EXISTS (SELECT 1 "
@@ -717,7 +825,9 @@ static int find_match(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	if (info->message_id)
 		sqlite3_bind_text(s, 2, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, (int64_t)info->size);
-	sqlite3_bind_int64(s, 4, info->internaldate);
+	/* An estimated size (Graph) cannot match: the Message-ID must. */
+	sqlite3_bind_int(s, 4, !info->size_exact && info->message_id);
+	sqlite3_bind_int64(s, 5, info->internaldate);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		meta_read_message(s, m);
@@ -744,24 +854,69 @@ static int set_server(struct meta_conn *c, int64_t id, int64_t rfolder,
 	return meta_exec_stmt(c, s, "set server");
 }
 
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): the row of the same message in
+ * another folder of the account, for its unique name part, size and body.
+ */
+static int find_sibling(struct mf_sync_batch *b, const char *ruid,
+			struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_SIBLING,
+		"SELECT " MSG_COLS " FROM message WHERE rfolder IN (SELECT id "
+		"FROM folder WHERE account = ?) AND rfolder != ? AND ruid = ? "
+		"AND state != 5 ORDER BY blob IS NULL, id LIMIT 1");
+	int rc;
+
+	if (!s || !b->account)
+		return -EIO;
+	sqlite3_bind_text(s, 1, b->account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_text(s, 3, ruid, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "sibling");
+}
+
 static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
 		      int64_t *id_r)
 {
 	char name[MF_NAME_MAX + 1];
 	int dir = (info->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
 	int64_t id = meta_next_message_id(b->c);
+	struct mf_message sib;
+	struct mf_maildir_name sn;
+	uint64_t size = info->size;
 	sqlite3_stmt *s;
 	int ret;
 
 	if (id < 0)
 		return -EIO;
-	meta_server_name(id, info->internaldate, info->size, info->flags, dir,
-			 name, sizeof(name));
+	/* An estimate (Gmail's sizeEstimate) stays out of the name. */
+	meta_server_name(id, info->internaldate,
+			 info->size_exact ? size : META_SIZE_UNKNOWN,
+			 info->flags, dir, name, sizeof(name));
+	memset(&sib, 0, sizeof(sib));
+	if (b->info.global_ids && find_sibling(b, info->id, &sib) == 0 &&
+	    mf_maildir_parse(sib.name, &sn) == 0 &&
+	    mf_maildir_format(sn.uniq, info->flags, "", dir == MF_DIR_CUR,
+			      name, sizeof(name)) == 0) {
+		/* One message in several folders: one unique part, one
+		   body (fetched once), the size the sibling knows. */
+		size = sib.size;
+	} else {
+		mf_message_clear(&sib);
+		memset(&sib, 0, sizeof(sib));
+	}
 	s = meta_stmt(b->c, S_INSERT_MSG,
 		      "INSERT INTO message (id, folder, dir, name, rfolder, "
 		      "ruid, flags, base_flags, size, internaldate, ctime, "
-		      "msgid, state, gen) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, "
-		      "?, ?, ?, 0, ?)");
+		      "msgid, state, gen, blob, size_est) VALUES (?, ?, ?, ?, ?, ?, "
+		      "?, ?, ?, ?, ?, ?, 0, ?, ?, ?)");
 	if (!s)
 		return -EIO;
 	sqlite3_bind_int64(s, 1, id);
@@ -772,13 +927,17 @@ static int insert_new(struct mf_sync_batch *b, const struct mf_msg_info *info,
 	sqlite3_bind_text(s, 6, info->id, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 7, (int)(info->flags & MF_FLAG_ALL));
 	sqlite3_bind_int(s, 8, (int)(info->flags & MF_FLAG_ALL));
-	sqlite3_bind_int64(s, 9, (int64_t)info->size);
+	sqlite3_bind_int64(s, 9, (int64_t)size);
 	sqlite3_bind_int64(s, 10, info->internaldate);
 	sqlite3_bind_int64(s, 11, mf_now_ns());
 	if (info->message_id)
 		sqlite3_bind_text(s, 12, info->message_id, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 13, b->gen);
+	if (sib.blob)
+		sqlite3_bind_text(s, 14, sib.blob, -1, SQLITE_TRANSIENT);
+	sqlite3_bind_int(s, 15, !info->size_exact && !sib.blob);
 	ret = meta_exec_stmt(b->c, s, "insert message");
+	mf_message_clear(&sib);
 	if (ret < 0)
 		return ret;
 	*id_r = id;
@@ -795,6 +954,29 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 {
 	int ret;
 
+	if (b->info.global_ids && m->blob && m->ruid && b->account) {
+		/*
+		 * The message left this folder but may stand in others
+		 * (a label moved): they keep the body this row had.
+		 */
+		sqlite3_stmt *s = meta_stmt(
+			b->c, S_PASS_BLOB,
+			"UPDATE message SET blob = ?, size = ?4, size_est = 0 "
+			"WHERE ruid = ? AND blob IS NULL AND rfolder IN (SELECT "
+			"id FROM folder WHERE account = ?)");
+
+		if (!s)
+			return -EIO;
+		/* With its body, the size is exact (mf_store_set_blob). */
+		sqlite3_bind_text(s, 1, m->blob, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 2, m->ruid, -1, SQLITE_STATIC);
+		sqlite3_bind_text(s, 3, b->account, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(s, 4, (int64_t)m->size);
+		ret = meta_exec_stmt(b->c, s, "pass blob");
+		if (ret < 0)
+			return ret;
+	}
+
 	switch (m->state) {
 	case MF_MSG_MOVING:
 		/*
@@ -808,7 +990,10 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 	default:
 		break;
 	}
-	ret = set_server(b->c, m->id, 0, NULL, MF_MSG_EXPUNGED);
+	/* With ids_follow the tombstone keeps its id: if the message turns
+	   up in another folder (moved there), it is this row again. */
+	ret = set_server(b->c, m->id, 0, b->info.ids_follow ? m->ruid : NULL,
+			 MF_MSG_EXPUNGED);
 	if (ret < 0)
 		return ret;
 	if (m->dir != MF_DIR_GONE) {
@@ -823,6 +1008,79 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 		     (uint64_t)m->id, m->name);
 		b->dirs_changed |= 1u << (m->dir + 1);
 	}
+	return ret;
+}
+
+/*
+ * ids_follow: the message id was known in another folder of the account
+ * (still there, its removal not yet listed; or a tombstone of that
+ * removal). Move the row here, keeping its name, inode and body.
+ */
+static int find_moved(struct mf_sync_batch *b, const char *ruid,
+		      struct mf_message *m)
+{
+	sqlite3_stmt *s = meta_stmt(
+		b->c, S_FIND_MOVED,
+		/* message_server (rfolder, ruid): a point lookup per folder
+		   of the account, and one for the tombstones (rfolder 0) */
+		"SELECT " MSG_COLS " FROM message WHERE ruid = ?1 AND "
+		"rfolder IN (SELECT id FROM folder WHERE account = ?3 "
+		"UNION ALL SELECT 0) AND ((state = 0 AND rfolder != 0 AND "
+		"rfolder != ?2 AND rfolder = folder) OR (state = 5 AND "
+		"rfolder = 0 AND folder IN (SELECT id FROM folder WHERE "
+		"account = ?3))) ORDER BY state LIMIT 1");
+	int rc;
+
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, ruid, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_text(s, 3, b->account, -1, SQLITE_STATIC);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		meta_read_message(s, m);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(b->c, "find moved");
+}
+
+static int relocate(struct mf_sync_batch *b, struct mf_message *m)
+{
+	int dir = m->dir;
+	sqlite3_stmt *s;
+	int ret;
+
+	if (dir == MF_DIR_GONE)
+		dir = (m->flags & MF_FLAG_SEEN) ? MF_DIR_CUR : MF_DIR_NEW;
+	s = meta_stmt(b->c, S_RELOCATE,
+		      "UPDATE message SET folder = ?, rfolder = ?, state = 0, "
+		      "dir = ?, gen = ? WHERE id = ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, b->folder);
+	sqlite3_bind_int64(s, 2, b->folder);
+	sqlite3_bind_int(s, 3, dir);
+	sqlite3_bind_int64(s, 4, b->gen);
+	sqlite3_bind_int64(s, 5, m->id);
+	ret = meta_exec_stmt(b->c, s, "relocate");
+	if (ret < 0)
+		return ret;
+	mf_debug(MF_DBG_SYNC, "sync: message %lld moved on the server from "
+		 "folder %lld", (long long)m->id, (long long)m->folder);
+	if (m->dir != MF_DIR_GONE) {
+		uint64_t old = mf_ino_folder(m->folder, m->dir + 1);
+
+		note(b, 1, old, (uint64_t)m->id, m->name);
+		note(b, 2, old, 0, "");
+		ret = meta_bump_mtime(b->c, m->folder, m->dir + 1);
+	}
+	note(b, 0, mf_ino_folder(b->folder, dir + 1), 0, m->name);
+	b->dirs_changed |= 1u << (dir + 1);
+	m->folder = b->folder;
+	m->rfolder = b->folder;
+	m->dir = dir;
+	m->state = MF_MSG_SYNCED;
 	return ret;
 }
 
@@ -854,6 +1112,11 @@ int mf_sync_batch_change(struct mf_sync_batch *b, const struct mf_change *ch)
 		ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT && !ch->msg.has_meta) {
 		ret = 0;	/* flags of a message we never listed */
+	} else if (ret == -ENOENT && b->info.ids_follow && b->account &&
+		   find_moved(b, ch->msg.id, &m) == 0) {
+		ret = relocate(b, &m);
+		if (ret == 0)
+			ret = apply_known(b, &m, &ch->msg);
 	} else if (ret == -ENOENT) {
 		ret = b->may_match ? find_match(b, &ch->msg, &m) : -ENOENT;
 		if (ret == 0) {
@@ -1009,7 +1272,8 @@ static int apply_delta_gone(struct mf_sync_batch *b)
 	bool empties = b->ngone >= b->known_before &&
 		       b->known_before > MASS_EMPTY_MIN;
 
-	if ((empties || (b->ngone > MASS_DELETE_MIN &&
+	if (!b->info.gone_is_relabel &&
+	    (empties || (b->ngone > MASS_DELETE_MIN &&
 			 (uint64_t)b->ngone * 2 > b->known_before)) &&
 	    !accepted(b)) {
 		char *why = xasprintf("the server says %u of %llu messages "
@@ -1127,6 +1391,75 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e)
 	return rc == SQLITE_DONE ? -ENOENT : meta_dberr(c, "queue first");
 }
 
+int mf_store_queue_flags_run(const char *account, int64_t after,
+			     unsigned int max, int64_t *entries,
+			     int64_t *msgs, unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_AFTER,
+		      "SELECT id, op, message, attempts, next_try FROM queue "
+		      "WHERE account = ? AND id > ? ORDER BY id LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int(s, 3, (int)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		/* Only a run of fresh flag changes: order stays as queued. */
+		if (sqlite3_column_int(s, 1) != MF_OP_FLAGS ||
+		    sqlite3_column_int(s, 3) != 0 ||
+		    sqlite3_column_int64(s, 4) != 0)
+			break;
+		entries[*n_r] = sqlite3_column_int64(s, 0);
+		msgs[(*n_r)++] = sqlite3_column_int64(s, 2);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE
+		       ? 0
+		       : meta_dberr(c, "queue run");
+}
+
+int mf_store_queue_flags_after(const char *account, int64_t after,
+			       int64_t now_ms, unsigned int max,
+			       int64_t *entries, int64_t *msgs,
+			       unsigned int *n_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	unsigned int n = 0;
+	int rc;
+
+	*n_r = 0;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_QUEUE_FLAGS_AFTER,
+		      "SELECT id, message FROM queue WHERE account = ? AND "
+		      "op = 1 AND id > ? AND next_try <= ? ORDER BY id "
+		      "LIMIT ?");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, after);
+	sqlite3_bind_int64(s, 3, now_ms);
+	sqlite3_bind_int(s, 4, (int)max);
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < max) {
+		entries[n] = sqlite3_column_int64(s, 0);
+		msgs[n] = sqlite3_column_int64(s, 1);
+		n++;
+	}
+	sqlite3_reset(s);
+	*n_r = n;
+	return rc == SQLITE_DONE || rc == SQLITE_ROW
+		       ? 0
+		       : meta_dberr(c, "queue flags after");
+}
+
 static int queue_update(unsigned int idx, const char *sql, int64_t entry,
 			int64_t arg, const char *text)
 {
@@ -1224,8 +1557,9 @@ static int restore_row(struct meta_conn *c, const struct mf_message *m,
 	sqlite3_stmt *s;
 	int ret;
 
-	meta_server_name(m->id, m->internaldate, m->size, flags, dir, name,
-			 sizeof(name));
+	meta_server_name(m->id, m->internaldate,
+			 m->size_estimated ? META_SIZE_UNKNOWN : m->size, flags,
+			 dir, name, sizeof(name));
 	s = meta_stmt(c, S_UPDATE_FLAGS,
 		      "UPDATE message SET flags = ?, base_flags = ?, gen = ?, "
 		      "dir = ?, name = ? WHERE id = ?");
@@ -1437,6 +1771,55 @@ int mf_store_moved(int64_t msg, int64_t folder, const char *ruid)
 	return meta_wend(c, ret == -ENOENT ? 0 : ret);
 }
 
+int mf_store_merge_duplicate(int64_t msg)
+{
+	struct meta_conn *c = meta_wbegin();
+	struct mf_message m;
+	sqlite3_stmt *s;
+	bool dup = false;
+	int ret;
+
+	if (!c)
+		return -EIO;
+	memset(&m, 0, sizeof(m));
+	ret = mf_store_message_get(msg, &m);
+	if (ret == 0 && m.ruid && m.rfolder == m.folder &&
+	    m.dir != MF_DIR_GONE) {
+		s = meta_stmt(c, S_DUP_FIND,
+			      "SELECT 1 FROM message WHERE rfolder = ? AND "
+			      "ruid = ? AND id != ? AND folder = rfolder AND "
+			      "dir != 3 LIMIT 1");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.rfolder);
+			sqlite3_bind_text(s, 2, m.ruid, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, m.id);
+			dup = sqlite3_step(s) == SQLITE_ROW;
+			sqlite3_reset(s);
+		}
+	}
+	if (ret == 0 && dup) {
+		s = meta_stmt(c, S_DUP_DROP,
+			      "UPDATE message SET dir = 3, state = 5, rfolder = "
+			      "0, ruid = NULL, link_name = NULL WHERE id = ?");
+		if (!s) {
+			ret = -EIO;
+		} else {
+			sqlite3_bind_int64(s, 1, m.id);
+			ret = meta_exec_stmt(c, s, "merge duplicate");
+		}
+		if (ret == 0)
+			ret = meta_bump_mtime(c, m.folder, m.dir + 1);
+	}
+	ret = meta_wend(c, ret == -ENOENT ? 0 : ret);
+	if (ret == 0 && dup && meta_notify())
+		meta_notify()->delete_entry(mf_ino_folder(m.folder, m.dir + 1),
+					    (uint64_t)m.id, m.name);
+	mf_message_clear(&m);
+	return ret;
+}
+
 int mf_store_server_gone(int64_t msg)
 {
 	struct meta_conn *c = meta_wbegin();
@@ -1479,6 +1862,33 @@ int mf_store_expunged(int64_t msg)
 	return meta_wend(c, ret);
 }
 
+int mf_store_sibling_blob(int64_t msg, char **blob_r)
+{
+	struct meta_conn *c = meta_conn();
+	sqlite3_stmt *s;
+	int rc;
+
+	*blob_r = NULL;
+	if (!c)
+		return -EIO;
+	s = meta_stmt(c, S_SIBLING_BLOB,
+		      "SELECT o.blob FROM message m JOIN folder f ON f.id = "
+		      "m.rfolder JOIN message o ON o.rfolder IN (SELECT id "
+		      "FROM folder WHERE account = f.account) AND o.ruid = "
+		      "m.ruid WHERE m.id = ? AND o.id != m.id AND o.blob IS "
+		      "NOT NULL LIMIT 1");
+	if (!s)
+		return -EIO;
+	sqlite3_bind_int64(s, 1, msg);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_text(s, 0))
+		*blob_r = xstrdup((const char *)sqlite3_column_text(s, 0));
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW || rc == SQLITE_DONE)
+		return *blob_r ? 0 : -ENOENT;
+	return meta_dberr(c, "sibling blob");
+}
+
 int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 		      bool *size_changed_r)
 {
@@ -1493,10 +1903,10 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 	memset(&m, 0, sizeof(m));
 	ret = mf_store_message_get(msg, &m);
 	if (ret == 0) {
-		*size_changed_r = m.size != size;
+		*size_changed_r = m.size != size || m.size_estimated;
 		s = meta_stmt(c, S_SET_BLOB_SIZE,
-			      "UPDATE message SET blob = ?, size = ? "
-			      "WHERE id = ?");
+			      "UPDATE message SET blob = ?, size = ?, "
+			      "size_est = 0 WHERE id = ?");
 		if (!s) {
 			ret = -EIO;
 		} else {
@@ -1505,7 +1915,7 @@ int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 			sqlite3_bind_int64(s, 3, msg);
 			ret = meta_exec_stmt(c, s, "set blob");
 		}
-		if (*size_changed_r)
+		if (m.size != size && !m.size_estimated)
 			mf_warn("message %lld: the server announced %llu "
 				"bytes and sent %llu", (long long)msg,
 				(unsigned long long)m.size,

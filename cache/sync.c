@@ -31,6 +31,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -187,15 +188,18 @@ static int64_t backoff_ms(int attempts)
 struct sync_ctx {
 	int64_t folder;
 	struct mf_sync_batch *batch;
+	bool global_ids;
 };
 
 static int sink_begin(void *ctx, const struct mf_changes_info *info)
 {
 	struct sync_ctx *sc = ctx;
+	struct mf_changes_info i = *info;
 
 	if (sc->batch)
 		return 0;
-	return mf_sync_batch_begin(sc->folder, info, &sc->batch) < 0 ? -1 : 0;
+	i.global_ids = sc->global_ids;
+	return mf_sync_batch_begin(sc->folder, &i, &sc->batch) < 0 ? -1 : 0;
 }
 
 static int sink_change(void *ctx, const struct mf_change *ch)
@@ -212,7 +216,10 @@ static enum mf_status sync_folder(struct mf_engine *e, struct mf_backend *be,
 {
 	struct mf_changes_hint hint = { .cursor = f->cursor };
 	struct mf_changes_sink sink = { sink_begin, sink_change, NULL };
-	struct sync_ctx sc = { .folder = f->id };
+	struct sync_ctx sc = {
+		.folder = f->id,
+		.global_ids = (e->ops->caps & MF_CAP_GLOBAL_IDS) != 0,
+	};
 	char *cursor = NULL, *err = NULL;
 	enum mf_status st;
 	int ret;
@@ -437,12 +444,82 @@ static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
 
 /* ---- write-back ---- */
 
+/* The bits of flags the server can store (the rest stay local). */
+static unsigned int writable(const struct mf_engine *e)
+{
+	return e->ops->flags_writable ? e->ops->flags_writable : MF_FLAG_ALL;
+}
+
+/*
+ * After flags were pushed: did the user change a bit the server stores
+ * meanwhile? (mf_store_flags_pushed compares every bit.)
+ */
+static bool changed_since(const struct mf_engine *e, int64_t msg,
+			  unsigned int pushed)
+{
+	struct mf_message cur;
+	bool differs = false;
+
+	memset(&cur, 0, sizeof(cur));
+	if (mf_store_message_get(msg, &cur) == 0)
+		differs = ((cur.flags ^ pushed) & writable(e)) != 0;
+	mf_message_clear(&cur);
+	return differs;
+}
+
+/*
+ * Queued flag changes after entry q that can go in the same request as
+ * m's: the same server folder and the same change. Their attempts are
+ * recorded; *n_r of them are in entries/msgs, their ids in ids[1..].
+ */
+static unsigned int flag_group(struct mf_engine *e,
+			       const struct mf_queue_entry *q,
+			       const struct mf_message *m, unsigned int add,
+			       unsigned int remove, int64_t *entries,
+			       struct mf_message *msgs, const char **ids)
+{
+	int64_t cand[MF_FLAG_GROUP_MAX * 3], cmsg[MF_FLAG_GROUP_MAX * 3];
+	unsigned int nc = 0, n = 0;
+
+	if (!(e->ops->caps & MF_CAP_FLAG_GROUPS) ||
+	    mf_store_queue_flags_after(e->acct->name, q->id, now_ms(),
+				       MF_ARRAY_SIZE(cand), cand, cmsg,
+				       &nc) < 0)
+		return 0;
+	for (unsigned int i = 0; i < nc && n + 1 < MF_FLAG_GROUP_MAX; i++) {
+		struct mf_message *x = &msgs[n];
+
+		memset(x, 0, sizeof(*x));
+		if (cmsg[i] == m->id || mf_store_message_get(cmsg[i], x) < 0) {
+			mf_message_clear(x);
+			continue;
+		}
+		unsigned int w = writable(e);
+
+		if (x->ruid && x->state != MF_MSG_EXPUNGED &&
+		    x->rfolder == m->rfolder &&
+		    (x->flags & ~x->base_flags & w) == add &&
+		    (x->base_flags & ~x->flags & w) == remove &&
+		    mf_store_queue_attempt(cand[i]) == 0) {
+			entries[n] = cand[i];
+			ids[1 + n] = x->ruid;
+			n++;
+		} else {
+			mf_message_clear(x);
+		}
+	}
+	return n;
+}
+
 static enum mf_status run_flags(struct mf_engine *e,
+				const struct mf_queue_entry *q,
 				const struct mf_message *m, char **err)
 {
 	struct mf_folder rf;
-	unsigned int want = m->flags, add, remove;
-	const char *ids[1];
+	unsigned int want = m->flags, add, remove, ngroup;
+	const char *ids[MF_FLAG_GROUP_MAX];
+	int64_t gentries[MF_FLAG_GROUP_MAX];
+	struct mf_message gmsgs[MF_FLAG_GROUP_MAX];
 	enum mf_status st;
 	bool more = false;
 
@@ -450,6 +527,14 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;	/* flags go up with the APPEND or match */
 	add = want & ~m->base_flags;
 	remove = m->base_flags & ~want;
+	if (e->ops->flags_writable) {
+		/* Local-only bits stay a local change (never the base). */
+		unsigned int w = writable(e);
+
+		add &= w;
+		remove &= w;
+		want = (want & w) | (m->base_flags & ~w);
+	}
 	if (!add && !remove)
 		return MF_OK;
 	memset(&rf, 0, sizeof(rf));
@@ -458,9 +543,34 @@ static enum mf_status run_flags(struct mf_engine *e,
 		return MF_OK;
 	}
 	ids[0] = m->ruid;
-	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1, add, remove,
-			       err);
+	ngroup = flag_group(e, q, m, add, remove, gentries, gmsgs, ids);
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1 + ngroup, add,
+			       remove, err);
 	mf_folder_clear(&rf);
+	/*
+	 * The grouped entries are done when the request was; otherwise
+	 * they stay queued and run on their own, in order.
+	 */
+	for (unsigned int i = 0; i < ngroup; i++) {
+		bool gmore = false;
+
+		if (st == MF_OK) {
+			unsigned int w = writable(e);
+			unsigned int pushed = (gmsgs[i].flags & w) |
+					      (gmsgs[i].base_flags & ~w);
+
+			if (mf_store_flags_pushed(gmsgs[i].id, pushed,
+						  &gmore) < 0 ||
+			    (gmore && changed_since(e, gmsgs[i].id, pushed)))
+				mf_store_queue_requeue(gentries[i]);
+			else
+				mf_store_queue_done(gentries[i]);
+		}
+		mf_message_clear(&gmsgs[i]);
+	}
+	if (ngroup)
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, ngroup + 1);
 	if (st == MF_GONE)
 		return MF_OK;	/* expunged meanwhile: the delete wins */
 	if (st != MF_OK)
@@ -468,7 +578,99 @@ static enum mf_status run_flags(struct mf_engine *e,
 	if (mf_store_flags_pushed(m->id, want, &more) < 0)
 		return MF_TEMP;
 	/* Changed again while we talked: the same entry runs again. */
+	if (more && e->ops->flags_writable)
+		more = changed_since(e, m->id, want);
 	return more ? MF_TEMP : MF_OK;
+}
+
+#define BULK_FLAGS_MAX 1000
+
+/*
+ * MF_CAP_BULK_FLAGS: the flag changes queued right after q that make the
+ * same change in the same server folder go in the same request. Those
+ * entries are finished here; q's status is returned as run_flags does.
+ */
+static enum mf_status run_flags_bulk(struct mf_engine *e,
+				     const struct mf_queue_entry *q,
+				     const struct mf_message *m, char **err)
+{
+	int64_t *entries = xcalloc(BULK_FLAGS_MAX, sizeof(*entries));
+	int64_t *msgs = xcalloc(BULK_FLAGS_MAX, sizeof(*msgs));
+	struct mf_message *rows = xcalloc(BULK_FLAGS_MAX, sizeof(*rows));
+	const char **ids = xcalloc(BULK_FLAGS_MAX, sizeof(*ids));
+	unsigned int *with = xcalloc(BULK_FLAGS_MAX, sizeof(*with));
+	unsigned int n = 0, k = 0, add, remove;
+	struct mf_folder rf;
+	enum mf_status st;
+	bool more = false;
+
+	memset(&rf, 0, sizeof(rf));
+	add = m->flags & ~m->base_flags;
+	remove = m->base_flags & ~m->flags;
+	if (!m->ruid || m->state == MF_MSG_EXPUNGED || (!add && !remove) ||
+	    mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
+		st = run_flags(e, q, m, err);
+		goto out;
+	}
+	ids[k++] = m->ruid;
+	/*
+	 * A mail reader marking a thousand messages read renames a thousand
+	 * files one by one: let the run settle (while it grows, up to 5 s)
+	 * so that it goes in one request rather than in many small ones.
+	 */
+	for (unsigned int tries = 0, prev = ~0u; tries < 50; tries++) {
+		mf_store_queue_flags_run(e->acct->name, q->id,
+					 BULK_FLAGS_MAX - 1, entries, msgs, &n);
+		if (n == prev || n >= BULK_FLAGS_MAX - 1 ||
+		    nap(e, &e->push_cond, 100))
+			break;
+		prev = n;
+	}
+	for (unsigned int i = 0; i < n; i++) {
+		struct mf_message *r = &rows[i];
+
+		if (mf_store_message_get(msgs[i], r) < 0)
+			continue;
+		if (!r->ruid || r->state == MF_MSG_EXPUNGED ||
+		    r->rfolder != m->rfolder ||
+		    (r->flags & ~r->base_flags) != add ||
+		    (r->base_flags & ~r->flags) != remove)
+			continue;
+		with[k - 1] = i;
+		ids[k++] = r->ruid;
+	}
+	st = e->ops->set_flags(e->main_be, rf.remote, ids, k, add, remove,
+			       err);
+	if (st == MF_OK) {
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, k);
+		for (unsigned int j = 0; j + 1 < k; j++) {
+			const struct mf_message *r = &rows[with[j]];
+			bool again = false;
+
+			/* Changed again meanwhile: its entry runs again. */
+			if (mf_store_flags_pushed(r->id, r->flags, &again) == 0 &&
+			    !again)
+				mf_store_queue_done(entries[with[j]]);
+		}
+		if (mf_store_flags_pushed(m->id, m->flags, &more) < 0 || more)
+			st = MF_TEMP;
+	} else if (st == MF_GONE) {
+		/* One of them is gone: each on its own finds which. */
+		free(*err);
+		*err = NULL;
+		st = run_flags(e, q, m, err);
+	}
+out:
+	for (unsigned int i = 0; i < n; i++)
+		mf_message_clear(&rows[i]);
+	mf_folder_clear(&rf);
+	free(entries);
+	free(msgs);
+	free(rows);
+	free(ids);
+	free(with);
+	return st;
 }
 
 /*
@@ -527,6 +729,7 @@ static enum mf_status run_append(struct mf_engine *e,
 		info.flags = m->flags;
 		info.internaldate = m->internaldate;
 		info.size = m->size;
+		info.retry = q->attempts > 0;
 		st = e->ops->append(e->main_be, f.remote, fd, &info, &id, err);
 		if (st == MF_OK)
 			mf_info("%s: uploaded %s", e->acct->name, m->name);
@@ -589,6 +792,9 @@ static enum mf_status run_move(struct mf_engine *e,
 			  err);
 	if (st == MF_OK) {
 		if (mf_store_moved(m->id, to.id, id) < 0)
+			st = MF_TEMP;
+		else if ((e->ops->caps & MF_CAP_GLOBAL_IDS) &&
+			 mf_store_merge_duplicate(m->id) < 0)
 			st = MF_TEMP;
 	} else if (st == MF_GONE) {
 		/* Moved before a crash, or expunged by someone: match it */
@@ -750,7 +956,9 @@ static int64_t drain_queue(struct mf_engine *e)
 		}
 		switch (q.op) {
 		case MF_OP_FLAGS:
-			st = run_flags(e, &m, &err);
+			st = (e->ops->caps & MF_CAP_BULK_FLAGS)
+				     ? run_flags_bulk(e, &q, &m, &err)
+				     : run_flags(e, &q, &m, &err);
 			break;
 		case MF_OP_APPEND:
 			st = run_append(e, &q, &m, &err);
@@ -967,7 +1175,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 	ret = mf_store_message_get(msg_id, &m);
 	if (ret < 0)
 		return ret;
-	fd = m.blob ? mf_blob_open(m.blob) : -ENOENT;
+	fd = m.blob ? mf_blob_open_sized(m.blob, m.size) : -ENOENT;
 	if (fd >= 0) {
 		mf_blob_close(fd);
 		goto out;	/* fetched meanwhile */
@@ -975,6 +1183,26 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 	if (!m.ruid || mf_store_folder_get(m.rfolder, &rf) < 0 || !rf.remote) {
 		ret = -EIO;
 		goto out;
+	}
+	if (e->ops->caps & MF_CAP_GLOBAL_IDS) {
+		/* The same message in another folder may have its body. */
+		char *blob = NULL;
+		struct stat bst;
+
+		if (mf_store_sibling_blob(m.id, &blob) == 0 &&
+		    (fd = mf_blob_open(blob)) >= 0) {
+			ret = fstat(fd, &bst) < 0 ? -errno : 0;
+			mf_blob_close(fd);
+			if (ret == 0)
+				ret = mf_store_set_blob(m.id, blob,
+							(uint64_t)bst.st_size,
+							&size_changed);
+			free(blob);
+			if (ret == 0)
+				goto out;
+		} else {
+			free(blob);
+		}
 	}
 	ret = mf_blob_tmp(&fd, &path);
 	if (ret < 0) {
@@ -991,7 +1219,7 @@ static int fetch_body(struct mf_engine *e, struct mf_backend *be,
 		ret = st == MF_GONE ? -ENOENT : -EIO;
 		goto out;
 	}
-	ret = mf_blob_commit(fd, path, hash, &size);
+	ret = mf_blob_commit_fetched(fd, path, hash, &size);
 	if (ret < 0) {
 		mf_err("%s: cannot store the body of %s: %s", e->acct->name,
 		       m.name, strerror(-ret));
@@ -1130,7 +1358,8 @@ static void chunk_done(void *ctx, const char *id, enum mf_status st,
 
 	if (!b || b->fd < 0)
 		return;
-	if (st == MF_OK && mf_blob_commit(b->fd, b->path, hash, &size) == 0) {
+	if (st == MF_OK &&
+	    mf_blob_commit_fetched(b->fd, b->path, hash, &size) == 0) {
 		if (mf_store_set_blob(b->msg, hash, size, &changed) == 0) {
 			b->stored = true;
 			cc->stored++;
@@ -1254,6 +1483,7 @@ static void *engine_fetch(void *arg)
 			  e->acct->prefetch != MF_PREFETCH_NONE;
 
 	free(fa);
+	mf_store_thread_relaxed();	/* writes only body cache rows */
 	for (;;) {
 		struct fetch_req *r;
 		int ret;
@@ -1376,7 +1606,10 @@ void mf_engine_status(struct mf_engine *e, struct mf_buf *out)
 
 	pthread_mutex_lock(&e->lock);
 	mf_buf_printf(out, "account %s (%s %s): %s\n", e->acct->name,
-		      e->acct->type, e->acct->tunnel ? "tunnel" : e->acct->host,
+		      e->acct->type,
+		      e->acct->tunnel ? "tunnel"
+		      : e->acct->host ? e->acct->host
+		      : e->acct->user ? e->acct->user : "-",
 		      e->state ? e->state : "starting");
 	last = e->last_sync_ns;
 	prefetched = e->prefetched_total;
@@ -1500,6 +1733,16 @@ int mf_engine_start(const struct mf_config *cfg,
 	e->ops = ops;
 	e->nfetch = MF_MAX(1, MF_MIN(acct->max_connections,
 				     MAX_FETCH_THREADS));
+	if (ops->max_sessions) {
+		/* The server's limit counts every session: main, push, and
+		   the fetchers. */
+		unsigned int others = ops->wait_push ? 2 : 1;
+		unsigned int cap = ops->max_sessions > others
+					   ? ops->max_sessions - others
+					   : 1;
+
+		e->nfetch = MF_MIN(e->nfetch, cap);
+	}
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_cond_init(&e->cond, NULL);
 	pthread_cond_init(&e->fetch_cond, NULL);

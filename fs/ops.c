@@ -235,6 +235,18 @@ static void fill_message(struct stat *st, const struct mf_message *m)
 	}
 }
 
+/*
+ * How long the kernel may keep a message's attributes: not at all while
+ * the size may change (a tmp/ file being written; a size the server only
+ * estimated, fixed when open() fetches the body: fuse-prior-art.md §2.9).
+ */
+static double attr_timeout_of(const struct mf_message *m)
+{
+	if (m->state == MF_MSG_TMP || m->size_estimated)
+		return 0;
+	return fsopt.attr_timeout;
+}
+
 /* Attributes of any inode. Returns 0 or -errno; *timeout_r for replies. */
 static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 {
@@ -278,7 +290,7 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 		if (ret < 0)
 			return ret;
 		fill_message(st, &m);
-		*timeout_r = m.state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+		*timeout_r = attr_timeout_of(&m);
 		mf_message_clear(&m);
 		return 0;
 	}
@@ -292,7 +304,7 @@ static void entry_from_message(const struct mf_message *m,
 	memset(e, 0, sizeof(*e));
 	fill_message(&e->attr, m);
 	e->ino = (fuse_ino_t)m->id;
-	e->attr_timeout = m->state == MF_MSG_TMP ? 0 : fsopt.attr_timeout;
+	e->attr_timeout = attr_timeout_of(m);
 	e->entry_timeout = fsopt.entry_timeout;
 }
 
@@ -905,7 +917,7 @@ static int open_local(const struct mf_message *m, int flags, int *fd_r,
 	if (accmode != O_RDONLY || (flags & O_TRUNC))
 		return -EPERM;	/* delivered messages are immutable */
 	if (m->blob) {
-		fd = mf_blob_open(m->blob);
+		fd = mf_blob_open_sized(m->blob, m->size);
 		if (fd >= 0) {
 			*fd_r = fd;
 			return 0;

@@ -110,7 +110,8 @@ struct mf_msg_info {
 				   messages, full listings); false for a
 				   flags-only change */
 	uint64_t size;
-	bool size_exact;	/* IMAP RFC822.SIZE: true */
+	bool size_exact;	/* IMAP RFC822.SIZE: true; Graph: false, size
+				   is an estimate until the body is read */
 	int64_t internaldate;	/* seconds since the epoch */
 	const char *message_id;	/* may be NULL */
 	const char *headers;	/* may be NULL: the raw header lines the
@@ -143,6 +144,28 @@ struct mf_change {
 struct mf_changes_info {
 	bool snapshot;
 	bool reset;
+	/*
+	 * MF_FLAG_* the server cannot store (Gmail: R, P, T). The store
+	 * keeps its own value of these bits instead of taking the server's
+	 * (which always lacks them).
+	 */
+	unsigned int local_flags;
+	/*
+	 * A delta whose GONE entries mostly mean "left this folder" (Gmail:
+	 * a label removed; the message stays in All Mail), each one recorded
+	 * by the server's history: the mass-deletion guard, which is there
+	 * for servers that lose a folder's contents, does not hold them
+	 * back (archiving a whole inbox elsewhere is normal).
+	 */
+	bool gone_is_relabel;
+	/* Set by the engine from MF_CAP_GLOBAL_IDS (not by backends). */
+	bool global_ids;
+	/*
+	 * An id names one message of the account, wherever it is (Graph
+	 * immutable ids): a known id listed in another folder is that
+	 * message moved there, and keeps its row (name, inode, body).
+	 */
+	bool ids_follow;
 };
 
 /*
@@ -167,6 +190,12 @@ struct mf_append_info {
 	unsigned int flags;
 	int64_t internaldate;	/* 0: let the server choose */
 	uint64_t size;
+	/*
+	 * An earlier attempt may have got part of the way (the engine did
+	 * not find the message in folder): a backend whose upload takes
+	 * several requests (Graph) looks for what it left behind.
+	 */
+	bool retry;
 };
 
 struct mf_backend;
@@ -174,6 +203,19 @@ struct mf_backend;
 struct mf_backend_ops {
 	const char *name;	/* "imap" */
 	unsigned int caps;	/* MF_CAP_* of the implementation */
+	/*
+	 * The most sessions the engine may open for one account (each has
+	 * at most one request in flight); 0 = no limit. Graph: 4, the
+	 * Outlook limit of concurrent requests per mailbox.
+	 */
+	unsigned int max_sessions;
+	/*
+	 * The MF_FLAG_* bits set_flags can store on the server; 0 = all.
+	 * Other bits stay local: the engine never sends them and never
+	 * counts them as agreed with the server, so a listing that does
+	 * not mention them (Graph has no T) leaves them alone.
+	 */
+	unsigned int flags_writable;
 
 	/* Make a session for the account. Does not connect. */
 	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,
@@ -287,6 +329,22 @@ struct mf_backend_ops {
 };
 
 #define MF_CAP_PUSH	(1u << 0)	/* wait_push works */
+/*
+ * A message id names the message in the whole account, not in one
+ * folder (Gmail: one message, several labels). A message listed in
+ * several folders is one message: the store gives its rows one unique
+ * name part and one body, fetched once.
+ */
+#define MF_CAP_GLOBAL_IDS (1u << 1)
+/*
+ * set_flags takes many ids in one request (Gmail: batchModify, 1,000 ids
+ * a call): the engine sends a run of queued flag changes together.
+ */
+#define MF_CAP_BULK_FLAGS (1u << 2)
+/* set_flags of many ids is one request: the engine groups the queued
+ * flag changes of a folder (up to MF_FLAG_GROUP_MAX ids). */
+#define MF_CAP_FLAG_GROUPS (1u << 3)
+#define MF_FLAG_GROUP_MAX 20
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

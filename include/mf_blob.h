@@ -37,6 +37,17 @@ void mf_blob_abort(int fd, const char *path);
  */
 int mf_blob_commit(int fd, const char *path, char *hash_r, uint64_t *size_r);
 
+/*
+ * The same for a body fetched from the server, which can be fetched
+ * again: no fsync of the file or its directory (three fsyncs a body made
+ * a full download disk-bound). A crash may then leave a row naming a
+ * blob that is short or missing; mf_blob_open_sized() catches that. An
+ * existing blob of the same hash is kept as it is (it may be the only
+ * copy of a delivery), the new file dropped.
+ */
+int mf_blob_commit_fetched(int fd, const char *path, char *hash_r,
+			   uint64_t *size_r);
+
 /* Copy a file (a staging file) into the store. */
 int mf_blob_import(int fd, char *hash_r, uint64_t *size_r);
 
@@ -52,6 +63,8 @@ int mf_blob_set_max_size(uint64_t max_size, char **error_r);
  * it with mf_blob_close(): it is not evicted while open.
  */
 int mf_blob_open(const char *hash);
+/* The same, but -ENOENT unless the blob has exactly size bytes. */
+int mf_blob_open_sized(const char *hash, uint64_t size);
 /* Close a descriptor from mf_blob_open() (any other one is just closed). */
 void mf_blob_close(int fd);
 

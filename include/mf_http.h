@@ -53,6 +53,9 @@ struct mf_http_resp {
 	uint64_t written;	/* bytes written to out_fd */
 	int retry_after;	/* seconds from Retry-After, -1 if absent */
 	char *location;		/* Location header, owned, or NULL */
+	char *content_type;	/* Content-Type header, owned, or NULL
+				   (Gmail's batch responses name their
+				   multipart boundary there) */
 };
 
 void mf_http_resp_init(struct mf_http_resp *resp);
@@ -101,6 +104,12 @@ struct mf_http_policy {
 	bool retry_unsafe;
 	/* Called before each retry with the delay in ms (tests, logs). */
 	void (*on_retry)(void *ctx, long status, unsigned int delay_ms);
+	/*
+	 * Is this final response worth a retry with backoff, beyond 429,
+	 * 503 and 504? (Gmail: a 403 whose reason is rateLimitExceeded or
+	 * userRateLimitExceeded, and 500 backendError.) May be NULL.
+	 */
+	bool (*retryable)(void *ctx, const struct mf_http_resp *resp);
 	void *ctx;
 };
 

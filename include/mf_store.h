@@ -127,6 +127,8 @@ struct mf_message {
 	char *msgid;		/* owned or NULL */
 	char *blob;		/* owned sha256 hex, or NULL */
 	int state;		/* enum mf_msg_state */
+	bool size_estimated;	/* size is the server's estimate (Graph):
+				   exact once the body is fetched */
 };
 
 /*
@@ -156,6 +158,9 @@ void mf_store_close(void);
 /* The calling thread applies whole listings: give its connection a larger
    page cache (16 MB instead of 2 MB). */
 void mf_store_thread_bulk(void);
+/* The calling thread writes only re-fetchable state (body cache rows):
+   its commits skip the fsync (synchronous=NORMAL). */
+void mf_store_thread_relaxed(void);
 /* STATE_DIR/staging: where delivered bodies wait for upload. */
 const char *mf_store_staging_dir(void);
 /* Path of a message's staging file (caller frees). */
@@ -346,6 +351,23 @@ struct mf_queue_entry {
 void mf_queue_entry_clear(struct mf_queue_entry *e);
 /* The first entry of the account: 0, or -ENOENT when empty. */
 int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
+/*
+ * The flag changes queued right after entry after (never tried, up to
+ * max, stopping at the first other operation): their entry and message
+ * ids, for one bulk request (MF_CAP_BULK_FLAGS).
+ */
+int mf_store_queue_flags_run(const char *account, int64_t after,
+			     unsigned int max, int64_t *entries,
+			     int64_t *msgs, unsigned int *n_r);
+/*
+ * Up to max FLAGS entries of account after entry "after" that are due by
+ * now_ms, in queue order (their ids and messages): flag changes the
+ * engine may send together with the first one.
+ */
+int mf_store_queue_flags_after(const char *account, int64_t after,
+			       int64_t now_ms, unsigned int max,
+			       int64_t *entries, int64_t *msgs,
+			       unsigned int *n_r);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);
@@ -368,8 +390,19 @@ int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r);
 int mf_store_appended(int64_t msg, int64_t folder, const char *ruid,
 		      unsigned int flags, const char *blob);
 int mf_store_moved(int64_t msg, int64_t folder, const char *ruid);
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): msg was moved into a folder
+ * that already shows the same server message (a rename into a label the
+ * message already has): the folder keeps its row, msg goes away.
+ */
+int mf_store_merge_duplicate(int64_t msg);
 int mf_store_server_gone(int64_t msg);
 int mf_store_expunged(int64_t msg);
+/*
+ * Account-global ids (MF_CAP_GLOBAL_IDS): the body another row of the
+ * same server message has cached (caller frees), or -ENOENT.
+ */
+int mf_store_sibling_blob(int64_t msg, char **blob_r);
 /* A body arrived: record its blob; *size_changed_r if the size was off. */
 int mf_store_set_blob(int64_t msg, const char *blob, uint64_t size,
 		      bool *size_changed_r);

@@ -3,6 +3,8 @@
  */
 #include "mf_backend.h"
 
+#include "gmail_backend.h"
+#include "graph_backend.h"
 #include "imap_backend.h"
 
 #include <string.h>
@@ -30,6 +32,8 @@ const char *mf_status_str(enum mf_status st)
 
 static const struct mf_backend_ops *const backends[] = {
 	&mf_imap_backend_ops,
+	&mf_gmail_backend_ops,
+	&mf_graph_backend_ops,
 	NULL,
 };
 

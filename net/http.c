@@ -66,6 +66,8 @@ void mf_http_resp_free(struct mf_http_resp *resp)
 	mf_buf_free(&resp->body);
 	free(resp->location);
 	resp->location = NULL;
+	free(resp->content_type);
+	resp->content_type = NULL;
 }
 
 static void resp_reset(struct mf_http_resp *resp)
@@ -73,6 +75,8 @@ static void resp_reset(struct mf_http_resp *resp)
 	mf_buf_reset(&resp->body);
 	free(resp->location);
 	resp->location = NULL;
+	free(resp->content_type);
+	resp->content_type = NULL;
 	resp->status = 0;
 	resp->written = 0;
 	resp->retry_after = -1;
@@ -139,6 +143,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 		x->resp->retry_after = -1;
 		free(x->resp->location);
 		x->resp->location = NULL;
+		free(x->resp->content_type);
+		x->resp->content_type = NULL;
 		return len;
 	}
 	colon = memchr(data, ':', len);
@@ -163,6 +169,10 @@ static size_t on_header(char *data, size_t size, size_t n, void *userdata)
 	} else if (name_len == 8 && strncasecmp(data, "Location", 8) == 0) {
 		free(x->resp->location);
 		x->resp->location = xstrndup(v, (size_t)(end - v));
+	} else if (name_len == 12 &&
+		   strncasecmp(data, "Content-Type", 12) == 0) {
+		free(x->resp->content_type);
+		x->resp->content_type = xstrndup(v, (size_t)(end - v));
 	}
 	return len;
 }
@@ -334,7 +344,9 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	mf_debug(MF_DBG_HTTP, "http: %s %.300s -> %ld (%s)", req->method,
 		 req->url, resp->status,
-		 rc == CURLE_OK ? "ok" : curl_easy_strerror(rc));
+		 rc == CURLE_OK ? "ok"
+		 : rc == CURLE_ABORTED_BY_CALLBACK ? "interrupted"
+						   : curl_easy_strerror(rc));
 
 	if (rc == CURLE_OK)
 		return MF_OK;
@@ -414,10 +426,23 @@ enum mf_status mf_http_call(struct mf_http *h,
 	char *token = NULL;
 	enum mf_status st = MF_TEMP;
 
+	/* Where a streamed body starts: a retry rewrites it from there. */
+	off_t out_start = req->out_fd >= 0 ? lseek(req->out_fd, 0, SEEK_CUR)
+					   : (off_t)-1;
+
 	for (unsigned int attempt = 1;; attempt++) {
 		const char *hdrs[32];
 		size_t n = 0;
 		char *auth = NULL;
+
+		if (attempt > 1 && out_start >= 0 &&
+		    (ftruncate(req->out_fd, out_start) < 0 ||
+		     lseek(req->out_fd, out_start, SEEK_SET) < 0)) {
+			*error_r = xasprintf("cannot rewind the output file: "
+					     "%s", strerror(errno));
+			st = MF_TEMP;
+			break;
+		}
 
 		if (policy->tokens && !token) {
 			st = mf_token_get(policy->tokens, refreshed, &token,
@@ -463,7 +488,9 @@ enum mf_status mf_http_call(struct mf_http *h,
 
 		if (st == MF_OK) {
 			retry = resp->status == 429 || resp->status == 503 ||
-				resp->status == 504;
+				resp->status == 504 ||
+				(policy->retryable &&
+				 policy->retryable(policy->ctx, resp));
 		} else {
 			retry = method_idempotent(req->method) ||
 				policy->retry_unsafe;

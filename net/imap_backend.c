@@ -1178,10 +1178,9 @@ static enum mf_status sink_begin(const struct mf_changes_sink *sink,
 				 bool snapshot, bool reset, bool *begun,
 				 char **error_r)
 {
-	struct mf_changes_info info;
+	/* Initialised whole: the struct gains fields for other backends. */
+	struct mf_changes_info info = { .snapshot = snapshot, .reset = reset };
 
-	info.snapshot = snapshot;
-	info.reset = reset;
 	*begun = true;
 	if (sink->begin(sink->ctx, &info) != 0) {
 		*error_r = xstrdup("listing canceled by the consumer");

@@ -85,7 +85,20 @@ int mf_oauth_cfg_from_account(const struct mf_account *acct,
 	cfg->ca_file = dup_or_null(acct->ca_file);
 	cfg->allow_plaintext = acct->allow_plaintext;
 	cfg->timeout = acct->timeout;
-	cfg->wants_full_gmail = acct->delete_policy == MF_DELETE_EXPUNGE;
+	/*
+	 * Permanent deletion needs https://mail.google.com/. Only an
+	 * explicit "delete = expunge" asks for it: a gmail account without
+	 * the key also has MF_DELETE_EXPUNGE, which there means "let the
+	 * backend decide" (remove the label, archive, Trash).
+	 */
+	{
+		const char *del = mf_account_get(acct, "delete");
+
+		cfg->wants_full_gmail =
+			acct->delete_policy == MF_DELETE_EXPUNGE &&
+			(strcmp(acct->type, "gmail") != 0 ||
+			 (del && strcmp(del, "expunge") == 0));
+	}
 
 	if (cfg->provider == MF_OAUTH_MICROSOFT) {
 		const char *tenant = mf_account_get(acct, "tenant");

@@ -518,6 +518,31 @@ def test_writes_to_committed_messages_refused(dovecot, mailfs):
     assert read(path) == before
 
 
+def test_cached_body_cut_short_is_fetched_again(dovecot, mailfs):
+    """Bodies fetched from the server are cached without fsync (they can be
+    fetched again), so a power cut can leave a cache file short or empty
+    while the store names it.  Such a file is never served: the read gets
+    the server's bytes again."""
+    seed_inbox(dovecot, 1, tag="short")
+    m = mailfs(dovecot)
+    wait_count(m, "INBOX", 1)
+    path = messages(m.acct, "INBOX")[0]
+    want = read(path)
+    blobs = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(m.cache_dir, "blobs"))
+             for f in fs]
+    blobs = [b for b in blobs if os.path.getsize(b) == len(want)]
+    assert len(blobs) == 1, blobs
+    m.stop()
+    with open(blobs[0], "r+b") as f:         # what a crash may leave
+        f.truncate(len(want) // 3)
+    m.start()
+    path = messages(m.acct, "INBOX")[0]
+    assert read(path) == want
+    assert os.path.getsize(blobs[0]) == len(want)   # the cache healed
+    assert re.search(r"has \d+ bytes, not %d: fetching it again" % len(want), m.log())
+    m.expect_log(r"fetching it again")
+
+
 def test_chmod_chown_on_messages(dovecot, mailfs):
     """README: chmod is accepted and ignored (every message stays 0600, as
     on vfat with "quiet"); chown to another owner fails with EPERM. The

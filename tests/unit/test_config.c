@@ -105,6 +105,23 @@ static void test_defaults(void **state)
 	mf_config_free(&cfg);
 }
 
+static void test_gmail_delete_default(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	/* Unlink goes to the backend, which maps it to label changes. */
+	cfg = parse_ok("[account g]\ntype=gmail\nuser=a@gmail.com\n"
+		       "token_command=echo T\nquota_units=600\n"
+		       "inbox_unlink=trash\nlabels=IMPORTANT\n");
+	assert_int_equal(cfg->accounts[0].delete_policy, MF_DELETE_EXPUNGE);
+	mf_config_free(&cfg);
+	cfg = parse_ok("[account g]\ntype=gmail\nuser=a@gmail.com\n"
+		       "delete=trash\n");
+	assert_int_equal(cfg->accounts[0].delete_policy, MF_DELETE_TRASH);
+	mf_config_free(&cfg);
+}
+
 static void test_plaintext(void **state)
 {
 	struct mf_config *cfg;
@@ -218,6 +235,26 @@ static void test_cache_keys(void **state)
 	expect_error(text, "prefetch_max_age must be a number");
 }
 
+static void test_graph(void **state)
+{
+	struct mf_config *cfg;
+
+	(void)state;
+	cfg = parse_ok("[account o365]\ntype = graph\n"
+		       "user = alice@contoso.com\n"
+		       "api_url = http://127.0.0.1:8080/v1.0\n"
+		       "token_command = echo T\n");
+	assert_string_equal(cfg->accounts[0].type, "graph");
+	assert_string_equal(mf_account_get(&cfg->accounts[0], "api_url"),
+			    "http://127.0.0.1:8080/v1.0");
+	mf_config_free(&cfg);
+	/* user is optional: requests go to /me */
+	cfg = parse_ok("[account o365]\ntype = graph\n");
+	mf_config_free(&cfg);
+	expect_error("[account o365]\ntype = graph\napi_url = ftp://x/\n",
+		     "api_url");
+}
+
 static void test_password_command(void **state)
 {
 	struct mf_config *cfg;
@@ -313,12 +350,14 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full),
 		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_gmail_delete_default),
 		cmocka_unit_test(test_plaintext),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_transport_keys),
 		cmocka_unit_test(test_cache_keys),
 		cmocka_unit_test(test_password_command),
 		cmocka_unit_test(test_views),
+		cmocka_unit_test(test_graph),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
