@@ -961,9 +961,9 @@ static int apply_gone(struct mf_sync_batch *b, struct mf_message *m)
 		 */
 		sqlite3_stmt *s = meta_stmt(
 			b->c, S_PASS_BLOB,
-			"UPDATE message SET blob = ?, size = ?4, size_est = 0 "
-			"WHERE ruid = ? AND blob IS NULL AND rfolder IN (SELECT "
-			"id FROM folder WHERE account = ?)");
+			"UPDATE message SET blob = ?1, size = ?4, size_est = 0 "
+			"WHERE ruid = ?2 AND blob IS NULL AND rfolder IN "
+			"(SELECT id FROM folder WHERE account = ?3)");
 
 		if (!s)
 			return -EIO;
