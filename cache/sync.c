@@ -1046,6 +1046,16 @@ static void *engine_main(void *arg)
 				mf_notice("%s: first listing done in %lld ms",
 					  e->acct->name,
 					  (long long)(mf_mono_ms() - t0));
+			else if (listing && st != MF_CANCELED) {
+				/* Not "folder 3 of 9" while it waits. */
+				char *was = mf_engine_state(e);
+
+				if (strncmp(was, "first listing:", 14) == 0)
+					set_state(e, "first listing interrupted "
+						  "(%s); will retry",
+						  mf_status_str(st));
+				free(was);
+			}
 			pthread_mutex_lock(&e->lock);
 			if (!e->first_sync_done) {
 				e->first_sync_done = true;

@@ -200,9 +200,13 @@ static bool stderr_is_journal(void)
  * a name in it, a listing of it) wait until then, for FIRST_SYNC_WAIT_MS
  * at most. Only that account's requests wait: the others, and the mount
  * root, are served at once, so an account whose server hangs holds up
- * nobody else. With a store from an earlier mount nothing waits.
+ * nobody else; and at most MAX_HOLD_WAITERS of them wait at a time (more
+ * are answered with what is there), so they cannot take every FUSE
+ * worker. With a store from an earlier mount nothing waits.
  */
 #define MAX_HOLDS 64
+/* Requests that wait at once per account: the others keep FUSE workers. */
+#define MAX_HOLD_WAITERS 4
 
 static struct {
 	pthread_mutex_t lock;
@@ -211,6 +215,7 @@ static struct {
 		int64_t root;		/* the account's root folder */
 		char *account;		/* owned */
 		int64_t deadline;	/* mf_mono_ms() */
+		unsigned int waiting;	/* requests waiting now */
 	} h[MAX_HOLDS];
 } holds = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -221,6 +226,7 @@ static void hold_add(const char *account, int64_t root)
 		holds.h[holds.n].root = root;
 		holds.h[holds.n].account = xstrdup(account);
 		holds.h[holds.n].deadline = mf_mono_ms() + FIRST_SYNC_WAIT_MS;
+		holds.h[holds.n].waiting = 0;
 		__atomic_store_n(&holds.n, holds.n + 1, __ATOMIC_RELEASE);
 	}
 	pthread_mutex_unlock(&holds.lock);
@@ -263,9 +269,11 @@ void mf_fs_hold(int64_t folder)
 		return;
 	pthread_mutex_lock(&holds.lock);
 	for (unsigned int i = 0; i < holds.n; i++) {
-		if (holds.h[i].root == folder) {
+		if (holds.h[i].root == folder &&
+		    holds.h[i].waiting < MAX_HOLD_WAITERS) {
 			account = xstrdup(holds.h[i].account);
 			deadline = holds.h[i].deadline;
+			holds.h[i].waiting++;
 			break;
 		}
 	}
@@ -276,6 +284,12 @@ void mf_fs_hold(int64_t folder)
 	e = mf_engine_find(account);
 	done = !e || mf_engine_wait_first_sync(e, MF_MAX(deadline -
 							  mf_mono_ms(), 0));
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++) {
+		if (holds.h[i].root == folder && holds.h[i].waiting)
+			holds.h[i].waiting--;
+	}
+	pthread_mutex_unlock(&holds.lock);
 	hold_drop(folder, !done);
 	free(account);
 }
@@ -374,6 +388,8 @@ static void reload_config(void)
 		nc->state_dir = xstrdup(oc->state_dir);
 		nc->cache_dir = xstrdup(oc->cache_dir);
 	}
+	if (nc->view_count != oc->view_count)
+		mf_warn("[view] sections changed: views take a remount");
 	ns = xcalloc(nc->account_count ? nc->account_count : 1, sizeof(*ns));
 	kept = xcalloc(oc->account_count ? oc->account_count : 1,
 		       sizeof(*kept));
@@ -599,19 +615,15 @@ int main(int argc, char *argv[])
 	mf_harden_process();	/* before any secret is read */
 	memset(&cl, 0, sizeof(cl));
 	if (fuse_opt_parse(&args, &cl, mailfs_opts, opt_proc) == -1)
-		return 1;
-	if (cl.show_help) {
-		usage(argv[0]);
-		return 0;
-	}
-	if (cl.show_version) {
-		printf("mailfs %s (libfuse %s)\n", MAILFS_VERSION,
-		       fuse_pkgversion());
-		return 0;
-	}
-	if (!cl.mountpoint) {
-		usage(argv[0]);
-		return 1;
+		goto out_args;
+	if (cl.show_help || cl.show_version || !cl.mountpoint) {
+		if (cl.show_version)
+			printf("mailfs %s (libfuse %s)\n", MAILFS_VERSION,
+			       fuse_pkgversion());
+		else
+			usage(argv[0]);
+		ret = !cl.show_help && !cl.show_version;
+		goto out_args;
 	}
 	{
 		char *real = realpath(cl.mountpoint, NULL);
@@ -619,8 +631,7 @@ int main(int argc, char *argv[])
 		if (!real) {
 			fprintf(stderr, "mount.mailfs: bad mount point %s: "
 				"%s\n", cl.mountpoint, strerror(errno));
-			free(cl.mountpoint);
-			return 1;
+			goto out_args;
 		}
 		free(cl.mountpoint);
 		cl.mountpoint = real;
@@ -648,6 +659,15 @@ int main(int argc, char *argv[])
 
 	if (!cl.config)
 		cl.config = mf_config_default_path();
+	{
+		/* SIGHUP reads it again after the daemon moved to "/". */
+		char *abs = realpath(cl.config, NULL);
+
+		if (abs) {
+			free(cl.config);
+			cl.config = abs;
+		}
+	}
 	if (mf_config_load(cl.config, &cfg, &err) < 0) {
 		fprintf(stderr, "mount.mailfs: %s\n", err);
 		goto out;
@@ -778,6 +798,7 @@ out:
 	mf_config_free(&cfg);
 	if (lockfd >= 0)
 		close(lockfd);
+out_args:
 	free(cl.config);
 	free(cl.debug);
 	free(cl.source);

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -103,7 +104,8 @@ def test_meson_install_layout(tmp_path):
 
     man = os.path.join(root, "share", "man")
     pages = {"man8/mount.mailfs.8": ["--status", "SIGHUP", "drain_timeout", "fuse.mailfs",
-                                     "fstab", "mailfs@mail"],
+                                     "fstab", "mailfs@mail", "/mailfs@.service",
+                                     "/share/doc/mailfs/home-u-mail.mount"],
              "man5/mailfs.conf.5": ["drain_timeout", "fetch_timeout", "password_command",
                                     "prefetch", "oauth"],
              "man1/mailfs-auth.1": ["login", "--device", "--port", "--no-browser", "token",
@@ -118,6 +120,9 @@ def test_meson_install_layout(tmp_path):
         plain = text.replace("\\-", "-")
         for w in words:
             assert w in plain, "%s does not mention %s" % (page, w)
+        # every installed file a page names is installed
+        for path_named in re.findall(r"%s/[\w./@-]+\w" % re.escape(prefix), plain):
+            assert os.path.exists(str(dest) + path_named), (page, path_named)
         if groff:
             r = subprocess.run([groff, "-man", "-ww", "-z", "-Tutf8", path],
                                capture_output=True, text=True, timeout=30)
@@ -177,6 +182,13 @@ def _check_mounted_and_unmount(mnt, dovecot, body, umount):
     assert line and line[0] == "mailfs" and line[2] == "fuse.mailfs", line
     pid = wait_until(lambda: daemon_pid(mnt), 20, msg="--status of the mount")
     assert "account test" in status(mnt)
+    # mount(8) ran the daemon without $XDG_RUNTIME_DIR; a shell that has
+    # one still finds its socket
+    run = os.path.join(os.path.dirname(mnt), "xdg-run")
+    os.makedirs(run, mode=0o700, exist_ok=True)
+    r = subprocess.run([mailfs_binary(), "--status", mnt], capture_output=True, text=True,
+                       timeout=20, env=dict(os.environ, XDG_RUNTIME_DIR=run))
+    assert r.returncode == 0 and "account test" in r.stdout, r.stderr
     r = subprocess.run(umount + [mnt], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     wait_until(lambda: not pid_alive(pid), 30, msg="the daemon exiting after umount")
@@ -205,13 +217,24 @@ def test_mount_fuse3_runs_mailfs_from_path(dovecot, tmp_path):
     os.mkdir(mnt)
     env = dict(os.environ, PATH="%s:%s" % (bindir, os.environ.get("PATH", SH_DEFAULT_PATH)))
     try:
+        # (a config path relative to where it was started)
         r = subprocess.run([mount_fuse3, "mailfs", mnt, "-t", "fuse.mailfs", "-o",
-                            "rw,nosuid,nodev,config=" + conf], env=env, capture_output=True,
-                           text=True, timeout=60)
+                            "rw,nosuid,nodev,config=" + os.path.basename(conf)], env=env,
+                           capture_output=True, text=True, timeout=60,
+                           cwd=os.path.dirname(conf))
         assert r.returncode == 0, r.stdout + r.stderr
         # detached: mount.fuse3 returned, the daemon lives on and logs to
         # syslog, not to the terminal it was started from
         assert r.stderr == ""
+        # the detached daemon (now in "/") reads its config again on SIGHUP
+        pid = wait_until(lambda: daemon_pid(mnt), 20, msg="--status of the mount")
+        with open(conf, "a") as f:
+            f.write("\n[account again]\ntype = imap\nhost = %s\nport = %d\ntls = none\n"
+                    "user = %s\npassword = %s\n" % (dovecot.host, dovecot.port, dovecot.user,
+                                                     dovecot.password))
+        os.kill(pid, signal.SIGHUP)
+        wait_until(lambda: count(os.path.join(mnt, "again"), "INBOX") == 1, SYNC_WAIT,
+                   msg="the account added by SIGHUP")
         _check_mounted_and_unmount(mnt, dovecot, body, [FUSERMOUNT, "-u"])
     finally:
         _mount_cleanup(mnt)
@@ -358,6 +381,15 @@ def test_sighup_adds_and_removes_accounts(dovecot, mailfs, proxy, notify_socket)
     wait_until(lambda: "RELOADING=1" in notify_socket(), 10)
     assert notify_socket()[-1] == "READY=1"
 
+    # changed settings: that account reconnects, the other is left alone
+    m.accounts["two"]["poll_interval"] = 3
+    m.write_config()
+    m.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "account two: settings changed; restarting" in m.log(), 20)
+    wait_until(lambda: re.search(r"account two .*: connected, in sync", status(m.mnt)), SYNC_WAIT)
+    assert "account one: settings changed" not in m.log()
+    assert count(two, "INBOX") == 1
+
     # a broken file changes nothing
     with open(m.config_path, "a") as f:
         f.write("[nonsense\n")
@@ -463,9 +495,20 @@ def test_failing_accounts_do_not_stall_the_others(dovecot, mailfs, proxy):
     # was still held (nothing entered it yet, so nothing gave up on it)
     assert "first listing still running" not in m.log()
     assert re.search(r"account hung .*: connecting", status(m.mnt))
-    # entering the hung account waits for its first listing, boundedly
-    state, val = run_with_timeout(os.listdir, 40, os.path.join(m.mnt, "hung"))
+    # entering the hung account waits for its first listing, boundedly;
+    # more requests than FUSE has workers do not take them all
+    results = []
+    waiters = [threading.Thread(target=lambda: results.append(
+        run_with_timeout(os.listdir, 40, os.path.join(m.mnt, "hung"))), daemon=True)
+        for _ in range(24)]
+    for t in waiters:
+        t.start()
+    state, val = run_with_timeout(lambda: [read(p) for p in messages(good, "INBOX")], 40)
     assert state == "ok", (state, val)
+    assert "first listing still running" not in m.log()   # served before the hold ran out
+    for t in waiters:
+        t.join(60)
+    assert len(results) == 24 and all(r[0] == "ok" for r in results), results
     assert "hung: first listing still running; serving what is there" in m.log()
     # the good account reads and writes while the others fail
     path = messages(good, "INBOX")[0]
@@ -557,9 +600,12 @@ def test_foreground_log_levels_and_debug_areas(dovecot, mailfs):
     assert " C: " not in log and "imap 127.0.0.1" not in log   # no imap area debug
 
 
-def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
-    """Without -f the daemon detaches and logs through syslog(3): run it in
-    a mount namespace whose /dev/log is a socket of the test's."""
+@pytest.mark.parametrize("how", ["detached", "journal"])
+def test_daemon_logs_to_syslog(dovecot, tmp_path, how):
+    """Without -f the daemon detaches and logs through syslog(3); with -f
+    and stderr being the journal ($JOURNAL_STREAM, as systemd sets it) it
+    logs through syslog too, so that lines keep their levels. It runs in a
+    mount namespace whose /dev/log is a socket of the test's."""
     unshare = shutil.which("unshare")
     if not unshare or os.geteuid() != 0:
         pytest.skip("needs unshare(1) and root")
@@ -581,31 +627,67 @@ def test_detached_daemon_logs_to_syslog(dovecot, tmp_path):
                 return "\n".join(lines)
 
     script = ("mount -t tmpfs -o mode=755 mailfs-dev /dev && mknod -m 666 /dev/fuse c 10 229 && "
-              "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec %s -o config=%s,debug=sync "
-              "%s" % (logsock, mailfs_binary(), conf, mnt))
-    pid = None
+              "mknod -m 666 /dev/null c 1 3 && ln -s %s /dev/log && exec %s %s-o config=%s,"
+              "debug=sync %s" % (logsock, mailfs_binary(), "-f " if how == "journal" else "",
+                                 conf, mnt))
+    cmd = [unshare, "-m", "--propagation", "private", "sh", "-c", script]
+    errpath = str(tmp_path / "stderr")
+    pid, proc = None, None
     try:
-        r = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script],
-                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-        if "mknod" in r.stderr or "tmpfs" in r.stderr:
-            pytest.skip("cannot set up a private /dev here: %s" % r.stderr)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "" and r.stderr == ""          # detached, nothing on the terminal
+        with open(errpath, "wb") as err:
+            if how == "detached":
+                r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, timeout=60,
+                                   stdin=subprocess.DEVNULL)
+                assert r.returncode == 0 and r.stdout == b"", read(errpath)
+            else:
+                st = os.fstat(err.fileno())
+                env = dict(os.environ, JOURNAL_STREAM="%d:%d" % (st.st_dev, st.st_ino))
+                proc = subprocess.Popen(cmd, stdout=err, stderr=err, env=env,
+                                        stdin=subprocess.DEVNULL)
         text = wait_until(lambda: (lambda t: t if "mounted " in t else None)(syslog_text()), 30,
-                          msg="'mounted' through syslog")
+                          msg="'mounted' through syslog (stderr: %r)" % read(errpath)[-500:])
         # <PRI> is facility daemon (3) * 8 + level: notice 5, info 6, debug 7
         m = re.search(r"<29>.*mailfs\[(\d+)\]: mounted ", text)
         assert m, text
         pid = int(m.group(1))
+        if proc:
+            assert pid == proc.pid          # sh and unshare exec'd into it
         wait_until(lambda: re.search(r"<31>.*mailfs\[\d+\]: test: synced INBOX", syslog_text()),
                    SYNC_WAIT, msg="a debug line of the sync area")
         assert re.search(r"<30>.*mailfs\[\d+\]: test: connected, in sync", syslog_text())
         assert " C: " not in syslog_text()                # no imap area debug
         os.kill(pid, signal.SIGTERM)
-        wait_until(lambda: not pid_alive(pid), 30, msg="the daemon exiting on SIGTERM")
+        wait_until(lambda: not pid_alive(pid) or (proc and proc.poll() is not None), 30,
+                   msg="the daemon exiting on SIGTERM")
+        if proc:
+            assert proc.wait(10) == 0
         pid = None
         assert re.search(r"<29>.*mailfs\[\d+\]: unmounting ", syslog_text())
+        assert read(errpath) == b""                        # nothing went to stderr
     finally:
         if pid and pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
         s.close()
+
+
+def test_status_shows_failed_operations_with_errors(dovecot, mailfs):
+    dovecot.append("INBOX", msg(50), flags=("\\Seen",))
+    with dovecot.client() as c:
+        c.create("Gone")
+    m = mailfs(dovecot, poll_interval=300)
+    m.expect_log(r"(failed for good|TRYCREATE|doesn't exist|no such|Gone)")
+    wait_until(lambda: count(m.acct, "INBOX") == 1 and os.path.isdir(m.folder("Gone/cur")),
+               SYNC_WAIT)
+    with dovecot.client() as c:
+        c.delete("Gone")
+    p = messages(m.acct, "INBOX")[0]
+    os.rename(p, os.path.join(m.folder("Gone"), "cur", os.path.basename(p)))
+    out = wait_until(lambda: (lambda s: s if "failed for good: 1" in s else None)(status(m.mnt)),
+                     SYNC_WAIT, msg="the failed move in the status")
+    line = re.search(r"^    \d{4}-\d\d-\d\d \d\d:\d\d:\d\d move \(message \d+, folder \d+\): (.+)$",
+                     out, re.M)
+    assert line and line.group(1).strip(), out
+    assert "queue: empty" in out
