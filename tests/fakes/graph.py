@@ -37,7 +37,9 @@ Every request must carry "Authorization: Bearer TOKEN" and Prefer:
 IdType="ImmutableId"; delta pages must carry odata.maxpagesize.  Missing
 ones are recorded in stats()["violations"].
 
-Run: graph.py [--port N] [--token T]; prints "PORT <n>" when listening.
+Run: graph.py [--port N] [--token T] [--introspect URL]; prints "PORT <n>"
+when listening. With --introspect, any bearer token that RFC 7662 endpoint
+calls active is accepted too (OAuth tests).
 """
 
 import base64
@@ -49,6 +51,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MAX_CONCURRENT = 4
@@ -266,9 +269,11 @@ def parse_expand(expand):
 
 
 class Fake:
-    def __init__(self, token="TOKEN"):
+    def __init__(self, token="TOKEN", introspect=None):
         self.store = Store()
         self.token = token
+        self.introspect = introspect    # RFC 7662 endpoint, or None
+        self.bearers_seen = []
         self.lock = threading.Lock()
         self.inflight = 0
         self.max_inflight = 0
@@ -276,6 +281,27 @@ class Fake:
         self.faults = []
         self.reject_token_once = False
         self.replays = 0   # delta rounds that repeat every change
+
+    def token_ok(self, auth):
+        """The fixed token, or (with --introspect) any token the
+        authorization server says is active, as Graph asks Entra ID."""
+        if not auth.startswith("Bearer "):
+            return False
+        tok = auth[7:]
+        if tok == self.token:
+            return True
+        if not self.introspect:
+            return False
+        data = urllib.parse.urlencode({"token": tok}).encode()
+        try:
+            with urllib.request.urlopen(self.introspect, data=data, timeout=10) as r:
+                ok = bool(json.loads(r.read()).get("active"))
+        except (OSError, ValueError):
+            return False
+        if ok:
+            with self.lock:
+                self.bearers_seen.append(tok)
+        return ok
 
     def reset_stats(self):
         with threading.Lock():
@@ -725,7 +751,7 @@ class Handler(BaseHTTPRequestHandler):
         base = "http://%s/v1.0" % self.headers.get("Host", "127.0.0.1")
 
         auth = self.headers.get("Authorization", "")
-        if auth != "Bearer " + fake.token or fake.reject_token_once:
+        if not fake.token_ok(auth) or fake.reject_token_once:
             fake.reject_token_once = False
             with fake.lock:
                 fake.stats["unauthorized"] += 1
@@ -909,6 +935,9 @@ def control(fake, method, what, a):
         if what == "mkfolder":
             parent = st.folder_by_path(a["parent"]) if a.get("parent") else st.wk["msgfolderroot"]
             return {"id": st._new_folder(parent, a["name"], a.get("hidden", False))}
+        if what == "bearers":       # tokens accepted through --introspect
+            with fake.lock:
+                return {"tokens": list(fake.bearers_seen)}
         if what == "state":
             folders = {}
             for fid, f in st.folders.items():
@@ -985,15 +1014,16 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 64
 
 
-def serve(port=0, token="TOKEN"):
+def serve(port=0, token="TOKEN", introspect=None):
     srv = Server(("127.0.0.1", port), Handler)
-    srv.fake = Fake(token)
+    srv.fake = Fake(token, introspect)
     return srv
 
 
 def main():
     port = 0
     token = "TOKEN"
+    introspect = None
     args = sys.argv[1:]
     while args:
         a = args.pop(0)
@@ -1001,7 +1031,9 @@ def main():
             port = int(args.pop(0))
         elif a == "--token":
             token = args.pop(0)
-    srv = serve(port, token)
+        elif a == "--introspect":
+            introspect = args.pop(0)
+    srv = serve(port, token, introspect)
     print("PORT %d" % srv.server_address[1], flush=True)
     try:
         srv.serve_forever(poll_interval=0.2)

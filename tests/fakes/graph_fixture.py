@@ -26,16 +26,18 @@ TOKEN = "TOKEN"
 
 
 class FakeGraph:
-    def __init__(self, logdir):
+    def __init__(self, logdir, introspect=None):
         self.logdir = logdir
+        self.introspect = introspect
         self.proc = None
         self.port = None
 
     def start(self):
         self.log_path = os.path.join(self.logdir, "fake-graph.log")
         self.log = open(self.log_path, "ab")
+        extra = ["--introspect", self.introspect] if self.introspect else []
         self.proc = subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "graph.py"),
-                                      "--token", TOKEN],
+                                      "--token", TOKEN] + extra,
                                      stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         line = self.proc.stdout.readline().decode()

@@ -18,7 +18,9 @@ import urllib.request
 import pytest
 
 from fakes.oauth import FakeOAuth
-from util import count, fuse_skip_reason, mailfs_binary, messages, wait_until, write_config
+from fakes.graph_fixture import FakeGraph
+from util import (MailfsMount, count, fuse_skip_reason, mailfs_binary, messages, read,
+                  wait_until, write_config)
 
 CLIENT = "mailfs-test-client"
 RUN_LOGIN = re.compile(r"run `mailfs-auth login (\w+)`")
@@ -556,3 +558,45 @@ def test_invalid_grant_keeps_cache_and_queues(tmp_path, fake, env, dovecot_facto
         assert "\\Flagged" in c.flags("INBOX", uid)
     m.stop()
     assert_no_secrets(fake, [m.log()], [str(tmp_path / "state"), m.cache_dir])
+
+
+@mount_skip
+def test_graph_account_uses_the_oauth_tokens(tmp_path, fake, env):
+    """A Graph account signed in with mailfs-auth: every Graph request carries
+    an access token the authorization server issued (the fake Graph checks
+    each at its introspection endpoint, as Graph trusts Entra ID), listing,
+    reading and a flag change work through the mount, and no token reaches
+    the log."""
+    need_auth_binary()
+    g = FakeGraph(str(tmp_path), introspect=fake.introspect_url).start()
+    m = None
+    try:
+        config, state = make_config(tmp_path, fake, name="o365", type_="graph",
+                                    api_url=g.api_url)
+        login(config, "o365")
+        g.seed("INBOX", generate=3)
+        workdir = str(tmp_path / "mnt")
+        os.makedirs(workdir)
+        acct = {"type": "graph", "user": "test", "api_url": g.api_url,
+                "poll_interval": 2, "timeout": 10}
+        acct.update(acct_opts(fake))
+        m = MailfsMount(workdir, {"state_dir": state, "cache_dir": str(tmp_path / "cache")},
+                        {"o365": acct}, account="o365")
+        m.start()
+        wait_until(lambda: count(m.acct, "INBOX") == 3, 30)
+        p = messages(m.acct, "INBOX")[0]
+        assert b"Subject" in read(p)
+        base, _, fl = os.path.basename(p).partition(":2,")
+        os.rename(p, os.path.join(m.folder("INBOX"), "cur", base + ":2," + "".join(sorted(fl + "F"))))
+        wait_until(lambda: any(x["flagStatus"] == "flagged" for x in g.messages("INBOX")), 30,
+                   msg="flag via Graph")
+        seen = g.control("bearers")["tokens"]
+        assert seen, "no request carried an OAuth token"
+        assert set(seen) <= set(fake.secrets()), "tokens the fake did not issue"
+        m.stop()
+        assert_no_secrets(fake, texts=[m.log()])
+        m = None
+    finally:
+        if m is not None and m.running:
+            m.stop(check=False)
+        g.stop()
