@@ -42,6 +42,10 @@ const struct mf_notify_ops *mf_notifier_ops(void);
  */
 void mf_fs_hold(int64_t folder);
 
+/* A directory's attributes: 0700, owned by the mounting user (ops.c). */
+void mf_fs_fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
+		    nlink_t nlink);
+
 /* The status socket (fs/status.c). */
 char *mf_status_socket_path(const char *mountpoint);
 int mf_status_start(const struct mf_config *cfg, const char *mountpoint);

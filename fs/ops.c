@@ -141,8 +141,8 @@ static void pending_unlist(struct pending_open *p)
 
 /* ---- attributes ---- */
 
-static void fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
-		     int64_t ctime_ns, nlink_t nlink)
+void mf_fs_fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
+		    nlink_t nlink)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ino;
@@ -156,7 +156,6 @@ static void fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
 	st->st_mtim.tv_nsec = mtime_ns % 1000000000;
 	st->st_ctim = st->st_mtim;
 	st->st_atim = st->st_mtim;
-	(void)ctime_ns;
 }
 
 static unsigned int subdir_count(const struct mf_folder *f)
@@ -259,8 +258,9 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 		return mf_views_getattr(ino, st);
 	switch (mf_ino_decode(ino, &id, &sub)) {
 	case MF_INO_KIND_ROOT:
-		fill_dir(st, ino, 0, 0,
-			 2 + cfg_now()->account_count + mf_views_count());
+		mf_fs_fill_dir(st, ino, 0,
+			       2 + cfg_now()->account_count +
+				       mf_views_count());
 		return 0;
 	case MF_INO_KIND_FOLDER:
 	case MF_INO_KIND_SUBDIR: {
@@ -275,10 +275,10 @@ static int do_getattr(fuse_ino_t ino, struct stat *st, double *timeout_r)
 			return -ENOENT;
 		}
 		if (sub == 0)
-			fill_dir(st, ino, f.mtime[0], f.ctime,
-				 2 + f.nchildren + subdir_count(&f));
+			mf_fs_fill_dir(st, ino, f.mtime[0],
+				       2 + f.nchildren + subdir_count(&f));
 		else
-			fill_dir(st, ino, f.mtime[sub], f.ctime, 2);
+			mf_fs_fill_dir(st, ino, f.mtime[sub], 2);
 		mf_folder_clear(&f);
 		return 0;
 	}

@@ -188,23 +188,6 @@ static int view_find(const struct mf_view *v, int sub, const char *name,
 
 /* ---- attributes ---- */
 
-static void fill_view_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
-			  nlink_t nlink)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_ino = ino;
-	st->st_mode = S_IFDIR | 0700;
-	st->st_nlink = nlink;
-	st->st_uid = getuid();
-	st->st_gid = getgid();
-	st->st_size = 4096;
-	st->st_blksize = 4096;
-	st->st_mtim.tv_sec = mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = mtime_ns % 1000000000;
-	st->st_ctim = st->st_mtim;
-	st->st_atim = st->st_mtim;
-}
-
 int mf_views_getattr(uint64_t ino, struct stat *st)
 {
 	int sub;
@@ -214,19 +197,19 @@ int mf_views_getattr(uint64_t ino, struct stat *st)
 	view_of(ino, &sub);
 	switch (sub) {
 	case 0:
-		fill_view_dir(st, ino,
-			      MF_MAX(mf_store_view_mtime(MF_DIR_CUR),
+		mf_fs_fill_dir(st, ino,
+			       MF_MAX(mf_store_view_mtime(MF_DIR_CUR),
 				     mf_store_view_mtime(MF_DIR_NEW)),
-			      5);
+			       5);
 		break;
 	case 1:
-		fill_view_dir(st, ino, mf_store_view_mtime(MF_DIR_CUR), 2);
+		mf_fs_fill_dir(st, ino, mf_store_view_mtime(MF_DIR_CUR), 2);
 		break;
 	case 2:
-		fill_view_dir(st, ino, mf_store_view_mtime(MF_DIR_NEW), 2);
+		mf_fs_fill_dir(st, ino, mf_store_view_mtime(MF_DIR_NEW), 2);
 		break;
 	default:
-		fill_view_dir(st, ino, 0, 2);
+		mf_fs_fill_dir(st, ino, 0, 2);
 		st->st_mode = S_IFDIR | 0500;	/* nothing is delivered here */
 		break;
 	}

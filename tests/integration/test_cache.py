@@ -210,7 +210,7 @@ def test_a_store_from_before_the_limit_is_migrated_and_walked(dovecot, mailfs):
         finally:
             db.close()
 
-    assert store("PRAGMA user_version") == 4
+    assert store("PRAGMA user_version") == 5
     # Every cached body has its row, evicted ones none.
     wait_until(lambda: store("SELECT count(*) FROM blob_cache") ==
                sum(os.path.exists(blob_path(m, b)) for b in bodies), 30,

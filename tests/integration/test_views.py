@@ -350,6 +350,6 @@ def test_store_of_schema_2_is_upgraded(dovecot, mailfs):
     wait_until(lambda: set(by_subject(view)) == {"kernel before upgrade"}, POLL_WAIT)
     assert by_subject(view)["kernel before upgrade"] == inbox["kernel before upgrade"]
     db = sqlite3.connect(os.path.join(m.state_dir, "mailfs.db"))
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 5
     db.close()
     m.check_log()
