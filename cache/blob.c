@@ -294,11 +294,14 @@ int mf_blob_open(const char *hash)
 	}
 	pthread_mutex_unlock(&blob.lock);
 	free(path);
+	/*
+	 * No futimens() here: open() answers a FUSE request and must not
+	 * write to the disk. Reads are recorded in the store above (batched);
+	 * the walk of a cache made before that table falls back on the
+	 * kernel's own atime (relatime), which is fine for a first order.
+	 */
 	if (fd < 0)
 		return -errno;
-	/* The file's access time too: a walk of the store reads it. */
-	futimens(fd, (const struct timespec[2]){
-		{ .tv_nsec = UTIME_NOW }, { .tv_nsec = UTIME_OMIT } });
 	return fd;
 }
 

@@ -46,6 +46,9 @@ void mf_fs_hold(int64_t folder);
 void mf_fs_fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
 		    nlink_t nlink);
 
+/* Wake the engine of the account that folder (an id) belongs to. */
+void mf_fs_kick_folder(int64_t folder);
+
 /* The status socket (fs/status.c). */
 char *mf_status_socket_path(const char *mountpoint);
 int mf_status_start(const struct mf_config *cfg, const char *mountpoint);

@@ -464,8 +464,8 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_attr(req, &st, timeout);
 }
 
-/* The account of a folder or subdir inode, for kicking its engine. */
-static void kick_folder(int64_t folder)
+/* Wake the engine of the account a folder or subdir inode belongs to. */
+void mf_fs_kick_folder(int64_t folder)
 {
 	struct mf_folder f;
 	struct mf_engine *e;
@@ -748,7 +748,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		ret = mf_store_mkdir(id, name, &newid);
 		sub = 0;
 		if (ret == 0)
-			kick_folder(id);
+			mf_fs_kick_folder(id);
 	}
 	if (ret == 0)
 		ret = entry_for(mf_ino_folder(newid, sub), &e);
@@ -778,7 +778,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 	} else {
 		ret = mf_store_rmdir(id, name);
 		if (ret == 0)
-			kick_folder(id);
+			mf_fs_kick_folder(id);
 	}
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
 }
@@ -1159,7 +1159,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	ret = mf_store_unlink_message(id, sub - 1, name,
 				      folder_delete_policy(id));
 	if (ret == 0) {
-		kick_folder(id);
+		mf_fs_kick_folder(id);
 		mf_views_forget_name(name);
 	}
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
@@ -1214,7 +1214,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 						      : m.size);
 		mf_message_clear(&m);
 		if (ret == 0) {
-			kick_folder(dst);
+			mf_fs_kick_folder(dst);
 			mf_views_forget_name(name);
 		}
 		fuse_reply_err(req, ret < 0 ? -ret : 0);
@@ -1244,7 +1244,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			ret = mf_store_rename_folder(f.id, dst, newname);
 		mf_folder_clear(&f);
 		if (ret == 0)
-			kick_folder(dst);
+			mf_fs_kick_folder(dst);
 		fuse_reply_err(req, ret < 0 ? -ret : 0);
 		return;
 	}
@@ -1284,7 +1284,7 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 						    : m.size);
 	mf_message_clear(&m);
 	if (ret == 0) {
-		kick_folder(dst);
+		mf_fs_kick_folder(dst);
 		ret = entry_for(ino, &e);
 	}
 	if (ret < 0)

@@ -391,20 +391,6 @@ void mf_views_refuse(fuse_req_t req, fuse_ino_t parent, const char *name,
 	fuse_reply_err(req, EROFS);
 }
 
-static void kick_account_of(int64_t folder)
-{
-	struct mf_folder f;
-	struct mf_engine *e;
-
-	memset(&f, 0, sizeof(f));
-	if (mf_store_folder_get(folder, &f) == 0) {
-		e = mf_engine_find(f.account);
-		if (e)
-			mf_engine_kick(e);
-	}
-	mf_folder_clear(&f);
-}
-
 /*
  * The kernel changed the view's entries itself; the message's own folder
  * directory holds names it may have cached: drop them (through the
@@ -496,7 +482,7 @@ void mf_views_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			 (long long)dst_folder, newname);
 		forget_folder_names(m.folder, m.dir, m.name);
 		forget_folder_names(dst_folder, dst_dir, newname);
-		kick_account_of(dst_folder);
+		mf_fs_kick_folder(dst_folder);
 	}
 	mf_message_clear(&m);
 	fuse_reply_err(req, ret < 0 ? -ret : 0);
