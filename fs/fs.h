@@ -41,6 +41,8 @@ const struct mf_notify_ops *mf_notifier_ops(void);
  * the first time, wait for its first listing (bounded). fs/main.c.
  */
 void mf_fs_hold(int64_t folder);
+/* The same by account name: a view waits for each account it shows. */
+void mf_fs_hold_account(const char *account);
 
 /* A directory's attributes: 0700, owned by the mounting user (ops.c). */
 void mf_fs_fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,

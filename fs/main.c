@@ -294,6 +294,24 @@ void mf_fs_hold(int64_t folder)
 	free(account);
 }
 
+void mf_fs_hold_account(const char *account)
+{
+	int64_t root = 0;
+
+	if (__atomic_load_n(&holds.n, __ATOMIC_ACQUIRE) == 0)
+		return;
+	pthread_mutex_lock(&holds.lock);
+	for (unsigned int i = 0; i < holds.n; i++) {
+		if (strcmp(holds.h[i].account, account) == 0) {
+			root = holds.h[i].root;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&holds.lock);
+	if (root)
+		mf_fs_hold(root);
+}
+
 /* ---- accounts and their engines ---- */
 
 struct slot {

@@ -246,6 +246,22 @@ static int sub_of(const char *name)
 	return 0;
 }
 
+/*
+ * A view shows mail of several accounts: a request for its messages
+ * waits, as one for a folder does, for the first listing of each
+ * account mounted for the first time (bounded; nothing waits otherwise).
+ */
+static void view_hold(const struct mf_view *v)
+{
+	if (!v->accounts) {
+		for (unsigned int i = 0; i < vcfg->account_count; i++)
+			mf_fs_hold_account(vcfg->accounts[i].name);
+		return;
+	}
+	for (char **a = v->accounts; *a; a++)
+		mf_fs_hold_account(*a);
+}
+
 void mf_views_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct fuse_entry_param e;
@@ -264,6 +280,7 @@ void mf_views_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_entry(req, &e);
 		return;
 	}
+	view_hold(v);
 	memset(&m, 0, sizeof(m));
 	ret = view_find(v, sub, name, &m);
 	if (ret == 0)
@@ -365,6 +382,7 @@ void mf_views_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else if (sub == 1 || sub == 2) {
 		int64_t from = off > VIEW_OFF_BASE ? off - VIEW_OFF_BASE : 0;
 
+		view_hold(d.v);
 		ret = mf_store_view_scan(sub - 1, from, scan_cb, &d);
 	}
 reply:

@@ -115,6 +115,20 @@ def test_view_lists_matching_messages_with_same_inodes(dovecot, mailfs):
     m.check_log()
 
 
+def test_view_waits_for_a_first_listing(dovecot, mailfs, proxy):
+    # A first mount against a slow server: listing the view straight away
+    # waits for the account's first listing, as listing a folder does,
+    # instead of showing an empty view.
+    dovecot.append("INBOX", list_msg("kernel slow"), flags=("\\Seen",))
+    dovecot.append("INBOX", plain_msg("plain slow"))
+    p = proxy(dovecot)
+    p.delay(0.1)
+    m = mount_with_view(mailfs, dovecot, proxy=p)
+    view = os.path.join(m.mnt, "@lists")
+    assert set(by_subject(view)) == {"kernel slow"}
+    m.check_log()
+
+
 def test_flag_rename_in_view_reaches_server(dovecot, mailfs):
     seen_uid = dovecot.append("INBOX", list_msg("kernel seen"), flags=("\\Seen",))
     new_uid = dovecot.append("INBOX", net_msg("net unseen"))
