@@ -86,7 +86,26 @@ struct imap_backend {
 	 * fields the account's views match on (mf_account.view_fields).
 	 */
 	char *listing_items;		/* owned */
+	/*
+	 * The special-use attributes (RFC 6154) of the last LIST that asked
+	 * for them, by remote name. A poll's LIST leaves SPECIAL-USE out and
+	 * takes them from here: they rarely change, and every poll would
+	 * otherwise pay for them in bytes. Asked again on a new connection,
+	 * after SPECIAL_MEMO_MS, and when a folder not in here turns up.
+	 */
+	struct special_memo {
+		char *remote;		/* owned */
+		unsigned int attrs;	/* SPECIAL_ATTRS bits */
+	} *special;			/* owned array */
+	size_t special_count;
+	int64_t special_at;		/* mf_mono_ms(); 0: ask again */
 };
+
+#define SPECIAL_ATTRS (MF_FOLDER_TRASH | MF_FOLDER_SENT | MF_FOLDER_DRAFTS | \
+		       MF_FOLDER_JUNK | MF_FOLDER_ARCHIVE | MF_FOLDER_ALL)
+#define SPECIAL_MEMO_MS (15 * 60 * 1000)
+
+static void special_forget(struct imap_backend *be);
 
 static struct imap_backend *to_imap(struct mf_backend *be)
 {
@@ -338,6 +357,7 @@ static enum mf_status ensure(struct imap_backend *be, char **error_r)
 		be->gen = imap_conn_generation(be->conn);
 		free(be->selected);
 		be->selected = NULL;
+		be->special_at = 0;
 	}
 	return MF_OK;
 }
@@ -598,6 +618,7 @@ static void imap_destroy(struct mf_backend *base)
 	imap_conn_free(&be->conn);
 	free(be->selected);
 	free(be->listing_items);
+	special_forget(be);
 	free(be);
 }
 
@@ -931,27 +952,79 @@ static enum mf_status run_list(struct imap_backend *be, struct imap_cmd *cmd,
 	return st;
 }
 
+static void special_forget(struct imap_backend *be)
+{
+	for (size_t i = 0; i < be->special_count; i++)
+		free(be->special[i].remote);
+	free(be->special);
+	be->special = NULL;
+	be->special_count = 0;
+	be->special_at = 0;
+}
+
+/* Keep what a LIST with SPECIAL-USE said (before any guessing). */
+static void special_remember(struct imap_backend *be,
+			     const struct list_state *ls)
+{
+	special_forget(be);
+	be->special = xcalloc(ls->count ? ls->count : 1,
+			      sizeof(*be->special));
+	for (size_t i = 0; i < ls->count; i++) {
+		be->special[i].remote = xstrdup(ls->e[i].remote);
+		be->special[i].attrs = ls->e[i].attrs & SPECIAL_ATTRS;
+	}
+	be->special_count = ls->count;
+	be->special_at = MF_MAX(mf_mono_ms(), 1);
+}
+
+/*
+ * Put back the remembered attributes into a LIST without SPECIAL-USE.
+ * False when a folder is not known: the LIST must be asked again in full.
+ */
+static bool special_recall(const struct imap_backend *be,
+			   struct list_state *ls)
+{
+	for (size_t i = 0; i < ls->count; i++) {
+		struct list_entry *e = &ls->e[i];
+		size_t j;
+
+		for (j = 0; j < be->special_count; j++) {
+			if (strcmp(be->special[j].remote, e->remote) == 0)
+				break;
+		}
+		if (j == be->special_count)
+			return false;
+		e->attrs |= be->special[j].attrs;
+	}
+	return true;
+}
+
 static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 				void *ctx, char **error_r)
 {
 	struct list_state ls;
 	struct imap_cmd cmd;
 	enum mf_status st;
-	bool special, lstatus, condstore, qresync;
+	bool special, ask_special, lstatus, condstore, qresync;
 	char *stale = NULL;
 
-	memset(&ls, 0, sizeof(ls));
 	lstatus = imap_conn_has_cap(be->conn, IMAP_CAP_LIST_STATUS);
 	special = (lstatus || imap_conn_has_cap(be->conn,
 						IMAP_CAP_LIST_EXTENDED)) &&
 		  imap_conn_has_cap(be->conn, IMAP_CAP_SPECIAL_USE);
 	condstore = use_condstore(be);
 	qresync = imap_conn_qresync(be->conn);
+	if (be->special_at != 0 &&
+	    mf_mono_ms() - be->special_at >= SPECIAL_MEMO_MS)
+		be->special_at = 0;
+again:
+	ask_special = special && be->special_at == 0;
+	memset(&ls, 0, sizeof(ls));
 	ls.want_status = lstatus;
 	imap_cmd_init(&cmd, "LIST \"\" \"*\"");
-	if (special || lstatus) {
+	if (ask_special || lstatus) {
 		imap_cmd_add(&cmd, " RETURN (");
-		if (special)
+		if (ask_special)
 			imap_cmd_add(&cmd, lstatus ? "SPECIAL-USE " :
 				     "SPECIAL-USE");
 		if (lstatus) {
@@ -965,6 +1038,14 @@ static enum mf_status list_once(struct imap_backend *be, mf_folder_cb *cb,
 	if (st == MF_OK && ls.too_many) {
 		*error_r = xasprintf("more than %u folders", IMAP_MAX_FOLDERS);
 		st = MF_PROTO;
+	}
+	if (st == MF_OK && ask_special) {
+		special_remember(be, &ls);
+	} else if (st == MF_OK && special && !special_recall(be, &ls)) {
+		/* A folder turned up since: ask for its special use now. */
+		list_state_free(&ls);
+		be->special_at = 0;
+		goto again;
 	}
 	if (st == MF_OK) {
 		if (ls.delim_seen) {
