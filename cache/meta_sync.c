@@ -79,7 +79,6 @@ enum {
 	S_PASS_BLOB,
 	S_DUP_FIND,
 	S_DUP_DROP,
-	S_QUEUE_FLAGS_AFTER,
 	S_FIND_MOVED,
 	S_RELOCATE,
 	S_FOLDER_OPS_QUEUED,
@@ -1425,41 +1424,6 @@ int mf_store_queue_flags_run(const char *account, int64_t after,
 		       : meta_dberr(c, "queue run");
 }
 
-int mf_store_queue_flags_after(const char *account, int64_t after,
-			       int64_t now_ms, unsigned int max,
-			       int64_t *entries, int64_t *msgs,
-			       unsigned int *n_r)
-{
-	struct meta_conn *c = meta_conn();
-	sqlite3_stmt *s;
-	unsigned int n = 0;
-	int rc;
-
-	*n_r = 0;
-	if (!c)
-		return -EIO;
-	s = meta_stmt(c, S_QUEUE_FLAGS_AFTER,
-		      "SELECT id, message FROM queue WHERE account = ? AND "
-		      "op = 1 AND id > ? AND next_try <= ? ORDER BY id "
-		      "LIMIT ?");
-	if (!s)
-		return -EIO;
-	sqlite3_bind_text(s, 1, account, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 2, after);
-	sqlite3_bind_int64(s, 3, now_ms);
-	sqlite3_bind_int(s, 4, (int)max);
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW && n < max) {
-		entries[n] = sqlite3_column_int64(s, 0);
-		msgs[n] = sqlite3_column_int64(s, 1);
-		n++;
-	}
-	sqlite3_reset(s);
-	*n_r = n;
-	return rc == SQLITE_DONE || rc == SQLITE_ROW
-		       ? 0
-		       : meta_dberr(c, "queue flags after");
-}
-
 static int queue_update(unsigned int idx, const char *sql, int64_t entry,
 			int64_t arg, const char *text)
 {
@@ -1651,7 +1615,8 @@ int mf_store_queue_failed(const struct mf_queue_entry *e, const char *error)
 
 /* ---- write-back results ---- */
 
-int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r)
+int mf_store_flags_pushed(int64_t msg, unsigned int pushed,
+			  unsigned int mask, bool *more_r)
 {
 	struct meta_conn *c = meta_wbegin();
 	struct mf_message m;
@@ -1673,7 +1638,7 @@ int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r)
 			sqlite3_bind_int64(s, 2, msg);
 			ret = meta_exec_stmt(c, s, "flags pushed");
 		}
-		*more_r = m.flags != pushed;
+		*more_r = ((m.flags ^ pushed) & mask) != 0;
 	}
 	mf_message_clear(&m);
 	return meta_wend(c, ret == -ENOENT ? 0 : ret);

@@ -189,6 +189,7 @@ struct sync_ctx {
 	int64_t folder;
 	struct mf_sync_batch *batch;
 	bool global_ids;
+	unsigned int local_flags;
 };
 
 static int sink_begin(void *ctx, const struct mf_changes_info *info)
@@ -199,6 +200,7 @@ static int sink_begin(void *ctx, const struct mf_changes_info *info)
 	if (sc->batch)
 		return 0;
 	i.global_ids = sc->global_ids;
+	i.local_flags = sc->local_flags;
 	return mf_sync_batch_begin(sc->folder, &i, &sc->batch) < 0 ? -1 : 0;
 }
 
@@ -219,6 +221,7 @@ static enum mf_status sync_folder(struct mf_engine *e, struct mf_backend *be,
 	struct sync_ctx sc = {
 		.folder = f->id,
 		.global_ids = (e->ops->caps & MF_CAP_GLOBAL_IDS) != 0,
+		.local_flags = e->ops->flags_local,
 	};
 	char *cursor = NULL, *err = NULL;
 	enum mf_status st;
@@ -444,224 +447,136 @@ static int64_t inbox_folder(struct mf_engine *e, char **remote_r)
 
 /* ---- write-back ---- */
 
-/* The bits of flags the server can store (the rest stay local). */
+/*
+ * Flag changes. Bits the server stores (ops->flags_writable) go up; bits
+ * it neither stores nor lists (ops->flags_local) are the store's own, so
+ * the local value becomes the base; bits it lists but cannot store (D on
+ * Graph and Gmail) keep the server's value as the base.
+ */
 static unsigned int writable(const struct mf_engine *e)
 {
 	return e->ops->flags_writable ? e->ops->flags_writable : MF_FLAG_ALL;
 }
 
-/*
- * After flags were pushed: did the user change a bit the server stores
- * meanwhile? (mf_store_flags_pushed compares every bit.)
- */
-static bool changed_since(const struct mf_engine *e, int64_t msg,
-			  unsigned int pushed)
+/* The bits that are the user's to set: written, or kept locally. */
+static unsigned int owned(const struct mf_engine *e)
 {
-	struct mf_message cur;
-	bool differs = false;
-
-	memset(&cur, 0, sizeof(cur));
-	if (mf_store_message_get(msg, &cur) == 0)
-		differs = ((cur.flags ^ pushed) & writable(e)) != 0;
-	mf_message_clear(&cur);
-	return differs;
+	return writable(e) | e->ops->flags_local;
 }
 
-/*
- * Queued flag changes after entry q that can go in the same request as
- * m's: the same server folder and the same change. Their attempts are
- * recorded; *n_r of them are in entries/msgs, their ids in ids[1..].
- */
-static unsigned int flag_group(struct mf_engine *e,
-			       const struct mf_queue_entry *q,
-			       const struct mf_message *m, unsigned int add,
-			       unsigned int remove, int64_t *entries,
-			       struct mf_message *msgs, const char **ids)
+/* The base flags of m once its change is on the server. */
+static unsigned int pushed_flags(const struct mf_engine *e,
+				 const struct mf_message *m)
 {
-	int64_t cand[MF_FLAG_GROUP_MAX * 3], cmsg[MF_FLAG_GROUP_MAX * 3];
-	unsigned int nc = 0, n = 0;
+	return (m->flags & owned(e)) | (m->base_flags & ~owned(e));
+}
 
-	if (!(e->ops->caps & MF_CAP_FLAG_GROUPS) ||
-	    mf_store_queue_flags_after(e->acct->name, q->id, now_ms(),
-				       MF_ARRAY_SIZE(cand), cand, cmsg,
-				       &nc) < 0)
+#define FLAG_RUN_SETTLE_MS 100
+#define FLAG_RUN_SETTLE_TRIES 50	/* 5 s at most */
+
+/*
+ * The flag changes queued right after q, up to max - 1. A mail reader
+ * marking a thousand messages read renames a thousand files one by one:
+ * when a run is already queued behind q, let it settle while it grows
+ * so that it goes in one request rather than in many small ones. A
+ * single change goes at once.
+ */
+static unsigned int flag_run(struct mf_engine *e,
+			     const struct mf_queue_entry *q, unsigned int max,
+			     int64_t *entries, int64_t *msgs)
+{
+	unsigned int n = 0;
+
+	if (mf_store_queue_flags_run(e->acct->name, q->id, max - 1, entries,
+				     msgs, &n) < 0)
 		return 0;
-	for (unsigned int i = 0; i < nc && n + 1 < MF_FLAG_GROUP_MAX; i++) {
-		struct mf_message *x = &msgs[n];
+	for (unsigned int tries = 0;
+	     n > 0 && n < max - 1 && tries < FLAG_RUN_SETTLE_TRIES; tries++) {
+		unsigned int prev = n;
 
-		memset(x, 0, sizeof(*x));
-		if (cmsg[i] == m->id || mf_store_message_get(cmsg[i], x) < 0) {
-			mf_message_clear(x);
-			continue;
-		}
-		unsigned int w = writable(e);
-
-		if (x->ruid && x->state != MF_MSG_EXPUNGED &&
-		    x->rfolder == m->rfolder &&
-		    (x->flags & ~x->base_flags & w) == add &&
-		    (x->base_flags & ~x->flags & w) == remove &&
-		    mf_store_queue_attempt(cand[i]) == 0) {
-			entries[n] = cand[i];
-			ids[1 + n] = x->ruid;
-			n++;
-		} else {
-			mf_message_clear(x);
-		}
+		if (nap(e, &e->push_cond, FLAG_RUN_SETTLE_MS) ||
+		    mf_store_queue_flags_run(e->acct->name, q->id, max - 1,
+					     entries, msgs, &n) < 0 ||
+		    n == prev)
+			break;
 	}
 	return n;
 }
 
+/*
+ * q's change, with the run queued behind it that makes the same change
+ * in the same server folder (ops->flag_batch_max ids a request). The
+ * entries of the run that are done are finished here; q's status is
+ * returned (MF_TEMP: the message changed again meanwhile, run q again).
+ */
 static enum mf_status run_flags(struct mf_engine *e,
 				const struct mf_queue_entry *q,
 				const struct mf_message *m, char **err)
 {
+	unsigned int max = MF_MAX(e->ops->flag_batch_max, 1u);
+	unsigned int w = writable(e), n = 0, k = 0, add, remove;
+	int64_t *entries = NULL, *msgs = NULL;
+	struct mf_message *rows = NULL;
+	const char **ids = NULL;
+	unsigned int *with = NULL;
 	struct mf_folder rf;
-	unsigned int want = m->flags, add, remove, ngroup;
-	const char *ids[MF_FLAG_GROUP_MAX];
-	int64_t gentries[MF_FLAG_GROUP_MAX];
-	struct mf_message gmsgs[MF_FLAG_GROUP_MAX];
 	enum mf_status st;
 	bool more = false;
 
 	if (!m->ruid || m->state == MF_MSG_EXPUNGED)
 		return MF_OK;	/* flags go up with the APPEND or match */
-	add = want & ~m->base_flags;
-	remove = m->base_flags & ~want;
-	if (e->ops->flags_writable) {
-		/* Local-only bits stay a local change (never the base). */
-		unsigned int w = writable(e);
-
-		add &= w;
-		remove &= w;
-		want = (want & w) | (m->base_flags & ~w);
-	}
-	if (!add && !remove)
-		return MF_OK;
 	memset(&rf, 0, sizeof(rf));
+	add = m->flags & ~m->base_flags & w;
+	remove = m->base_flags & ~m->flags & w;
+	if (!add && !remove)
+		goto pushed;	/* only bits the server does not store */
 	if (mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
 		mf_folder_clear(&rf);
 		return MF_OK;
 	}
-	ids[0] = m->ruid;
-	ngroup = flag_group(e, q, m, add, remove, gentries, gmsgs, ids);
-	st = e->ops->set_flags(e->main_be, rf.remote, ids, 1 + ngroup, add,
-			       remove, err);
-	mf_folder_clear(&rf);
-	/*
-	 * The grouped entries are done when the request was; otherwise
-	 * they stay queued and run on their own, in order.
-	 */
-	for (unsigned int i = 0; i < ngroup; i++) {
-		bool gmore = false;
-
-		if (st == MF_OK) {
-			unsigned int w = writable(e);
-			unsigned int pushed = (gmsgs[i].flags & w) |
-					      (gmsgs[i].base_flags & ~w);
-
-			if (mf_store_flags_pushed(gmsgs[i].id, pushed,
-						  &gmore) < 0 ||
-			    (gmore && changed_since(e, gmsgs[i].id, pushed)))
-				mf_store_queue_requeue(gentries[i]);
-			else
-				mf_store_queue_done(gentries[i]);
-		}
-		mf_message_clear(&gmsgs[i]);
-	}
-	if (ngroup)
-		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
-			 e->acct->name, ngroup + 1);
-	if (st == MF_GONE)
-		return MF_OK;	/* expunged meanwhile: the delete wins */
-	if (st != MF_OK)
-		return st;
-	if (mf_store_flags_pushed(m->id, want, &more) < 0)
-		return MF_TEMP;
-	/* Changed again while we talked: the same entry runs again. */
-	if (more && e->ops->flags_writable)
-		more = changed_since(e, m->id, want);
-	return more ? MF_TEMP : MF_OK;
-}
-
-#define BULK_FLAGS_MAX 1000
-
-/*
- * MF_CAP_BULK_FLAGS: the flag changes queued right after q that make the
- * same change in the same server folder go in the same request. Those
- * entries are finished here; q's status is returned as run_flags does.
- */
-static enum mf_status run_flags_bulk(struct mf_engine *e,
-				     const struct mf_queue_entry *q,
-				     const struct mf_message *m, char **err)
-{
-	int64_t *entries = xcalloc(BULK_FLAGS_MAX, sizeof(*entries));
-	int64_t *msgs = xcalloc(BULK_FLAGS_MAX, sizeof(*msgs));
-	struct mf_message *rows = xcalloc(BULK_FLAGS_MAX, sizeof(*rows));
-	const char **ids = xcalloc(BULK_FLAGS_MAX, sizeof(*ids));
-	unsigned int *with = xcalloc(BULK_FLAGS_MAX, sizeof(*with));
-	unsigned int n = 0, k = 0, add, remove;
-	struct mf_folder rf;
-	enum mf_status st;
-	bool more = false;
-
-	memset(&rf, 0, sizeof(rf));
-	add = m->flags & ~m->base_flags;
-	remove = m->base_flags & ~m->flags;
-	if (!m->ruid || m->state == MF_MSG_EXPUNGED || (!add && !remove) ||
-	    mf_store_folder_get(m->rfolder, &rf) < 0 || !rf.remote) {
-		st = run_flags(e, q, m, err);
-		goto out;
-	}
+	entries = xcalloc(max, sizeof(*entries));
+	msgs = xcalloc(max, sizeof(*msgs));
+	rows = xcalloc(max, sizeof(*rows));
+	ids = xcalloc(max, sizeof(*ids));
+	with = xcalloc(max, sizeof(*with));
 	ids[k++] = m->ruid;
-	/*
-	 * A mail reader marking a thousand messages read renames a thousand
-	 * files one by one: let the run settle (while it grows, up to 5 s)
-	 * so that it goes in one request rather than in many small ones.
-	 */
-	for (unsigned int tries = 0, prev = ~0u; tries < 50; tries++) {
-		mf_store_queue_flags_run(e->acct->name, q->id,
-					 BULK_FLAGS_MAX - 1, entries, msgs, &n);
-		if (n == prev || n >= BULK_FLAGS_MAX - 1 ||
-		    nap(e, &e->push_cond, 100))
-			break;
-		prev = n;
-	}
+	if (max > 1)
+		n = flag_run(e, q, max, entries, msgs);
 	for (unsigned int i = 0; i < n; i++) {
 		struct mf_message *r = &rows[i];
 
 		if (mf_store_message_get(msgs[i], r) < 0)
 			continue;
-		if (!r->ruid || r->state == MF_MSG_EXPUNGED ||
-		    r->rfolder != m->rfolder ||
-		    (r->flags & ~r->base_flags) != add ||
-		    (r->base_flags & ~r->flags) != remove)
+		if (r->id == m->id || !r->ruid ||
+		    r->state == MF_MSG_EXPUNGED || r->rfolder != m->rfolder ||
+		    (r->flags & ~r->base_flags & w) != add ||
+		    (r->base_flags & ~r->flags & w) != remove)
 			continue;
 		with[k - 1] = i;
 		ids[k++] = r->ruid;
 	}
 	st = e->ops->set_flags(e->main_be, rf.remote, ids, k, add, remove,
 			       err);
-	if (st == MF_OK) {
-		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
-			 e->acct->name, k);
-		for (unsigned int j = 0; j + 1 < k; j++) {
-			const struct mf_message *r = &rows[with[j]];
-			bool again = false;
-
-			/* Changed again meanwhile: its entry runs again. */
-			if (mf_store_flags_pushed(r->id, r->flags, &again) == 0 &&
-			    !again)
-				mf_store_queue_done(entries[with[j]]);
-		}
-		if (mf_store_flags_pushed(m->id, m->flags, &more) < 0 || more)
-			st = MF_TEMP;
-	} else if (st == MF_GONE) {
-		/* One of them is gone: each on its own finds which. */
+	if (st == MF_GONE && k > 1) {
+		/* One of them is gone: q on its own tells whether it is. */
 		free(*err);
 		*err = NULL;
-		st = run_flags(e, q, m, err);
+		k = 1;
+		st = e->ops->set_flags(e->main_be, rf.remote, ids, 1, add,
+				       remove, err);
 	}
-out:
+	if (st == MF_OK && k > 1)
+		mf_debug(MF_DBG_QUEUE, "%s: %u flag changes in one request",
+			 e->acct->name, k);
+	/* Those of the run that changed again meanwhile stay queued. */
+	for (unsigned int j = 0; st == MF_OK && j + 1 < k; j++) {
+		const struct mf_message *r = &rows[with[j]];
+		bool again = false;
+
+		if (mf_store_flags_pushed(r->id, pushed_flags(e, r), owned(e),
+					  &again) == 0 && !again)
+			mf_store_queue_done(entries[with[j]]);
+	}
 	for (unsigned int i = 0; i < n; i++)
 		mf_message_clear(&rows[i]);
 	mf_folder_clear(&rf);
@@ -670,7 +585,16 @@ out:
 	free(rows);
 	free(ids);
 	free(with);
-	return st;
+	if (st == MF_GONE)
+		return MF_OK;	/* expunged meanwhile: the delete wins */
+	if (st != MF_OK)
+		return st;
+pushed:
+	if (mf_store_flags_pushed(m->id, pushed_flags(e, m), owned(e),
+				  &more) < 0)
+		return MF_TEMP;
+	/* Changed again while we talked: the same entry runs again. */
+	return more ? MF_TEMP : MF_OK;
 }
 
 /*
@@ -956,9 +880,7 @@ static int64_t drain_queue(struct mf_engine *e)
 		}
 		switch (q.op) {
 		case MF_OP_FLAGS:
-			st = (e->ops->caps & MF_CAP_BULK_FLAGS)
-				     ? run_flags_bulk(e, &q, &m, &err)
-				     : run_flags(e, &q, &m, &err);
+			st = run_flags(e, &q, &m, &err);
 			break;
 		case MF_OP_APPEND:
 			st = run_append(e, &q, &m, &err);

@@ -145,9 +145,10 @@ struct mf_changes_info {
 	bool snapshot;
 	bool reset;
 	/*
-	 * MF_FLAG_* the server cannot store (Gmail: R, P, T). The store
-	 * keeps its own value of these bits instead of taking the server's
-	 * (which always lacks them).
+	 * MF_FLAG_* the server neither stores nor lists (Gmail: R, P, T).
+	 * The store keeps its own value of these bits instead of taking the
+	 * server's (which always lacks them). Set by the engine from
+	 * mf_backend_ops.flags_local (not by backends).
 	 */
 	unsigned int local_flags;
 	/*
@@ -211,11 +212,21 @@ struct mf_backend_ops {
 	unsigned int max_sessions;
 	/*
 	 * The MF_FLAG_* bits set_flags can store on the server; 0 = all.
-	 * Other bits stay local: the engine never sends them and never
-	 * counts them as agreed with the server, so a listing that does
-	 * not mention them (Graph has no T) leaves them alone.
+	 * The engine never sends the others. Of those, flags_local are the
+	 * ones the server does not list either (Graph: T; Gmail: R, P, T):
+	 * the store keeps them as its own. The rest are listed but cannot
+	 * be written (Graph and Gmail: D): a local change of one stays a
+	 * local change, never counted as agreed with the server.
 	 */
 	unsigned int flags_writable;
+	unsigned int flags_local;
+	/*
+	 * The most message ids set_flags takes in one request (IMAP: a UID
+	 * set; Graph: a $batch of 20; Gmail: batchModify, 1,000); 0 or 1:
+	 * one at a time. The engine sends a run of queued flag changes that
+	 * make the same change in the same folder together.
+	 */
+	unsigned int flag_batch_max;
 
 	/* Make a session for the account. Does not connect. */
 	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,
@@ -336,15 +347,6 @@ struct mf_backend_ops {
  * name part and one body, fetched once.
  */
 #define MF_CAP_GLOBAL_IDS (1u << 1)
-/*
- * set_flags takes many ids in one request (Gmail: batchModify, 1,000 ids
- * a call): the engine sends a run of queued flag changes together.
- */
-#define MF_CAP_BULK_FLAGS (1u << 2)
-/* set_flags of many ids is one request: the engine groups the queued
- * flag changes of a folder (up to MF_FLAG_GROUP_MAX ids). */
-#define MF_CAP_FLAG_GROUPS (1u << 3)
-#define MF_FLAG_GROUP_MAX 20
 
 struct mf_backend {
 	const struct mf_backend_ops *ops;

@@ -354,20 +354,11 @@ int mf_store_queue_first(const char *account, struct mf_queue_entry *e);
 /*
  * The flag changes queued right after entry after (never tried, up to
  * max, stopping at the first other operation): their entry and message
- * ids, for one bulk request (MF_CAP_BULK_FLAGS).
+ * ids, for one request (mf_backend_ops.flag_batch_max).
  */
 int mf_store_queue_flags_run(const char *account, int64_t after,
 			     unsigned int max, int64_t *entries,
 			     int64_t *msgs, unsigned int *n_r);
-/*
- * Up to max FLAGS entries of account after entry "after" that are due by
- * now_ms, in queue order (their ids and messages): flag changes the
- * engine may send together with the first one.
- */
-int mf_store_queue_flags_after(const char *account, int64_t after,
-			       int64_t now_ms, unsigned int max,
-			       int64_t *entries, int64_t *msgs,
-			       unsigned int *n_r);
 /* Record that an attempt starts (committed before the network call). */
 int mf_store_queue_attempt(int64_t entry);
 int mf_store_queue_done(int64_t entry);
@@ -382,7 +373,13 @@ int mf_store_queue_retry(int64_t entry, int64_t next_try_ms,
 int mf_store_queue_failed(const struct mf_queue_entry *e, const char *error);
 
 /* Results of write-back. */
-int mf_store_flags_pushed(int64_t msg, unsigned int pushed, bool *more_r);
+/*
+ * The server now has the bits of pushed (the message's base flags become
+ * pushed). *more_r: the message's flags differ from pushed in a bit of
+ * mask, so its change is not finished.
+ */
+int mf_store_flags_pushed(int64_t msg, unsigned int pushed,
+			  unsigned int mask, bool *more_r);
 /*
  * An APPEND or MOVE landed in folder as ruid (NULL: the server did not
  * say) with flags; changes the user made meanwhile are queued again.

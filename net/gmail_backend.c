@@ -1214,8 +1214,7 @@ static enum mf_status snapshot(struct gmail *g, const char *folder,
 			       const struct mf_changes_sink *sink,
 			       char **cursor_r, char **error_r)
 {
-	struct mf_changes_info info = { .snapshot = true,
-					.local_flags = GMAIL_LOCAL_FLAGS };
+	struct mf_changes_info info = { .snapshot = true };
 	char **ids = NULL;
 	unsigned int n = 0;
 	bool *gone;
@@ -1402,7 +1401,6 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 			    char **cursor_r, char **error_r)
 {
 	struct mf_changes_info info = { .snapshot = false,
-					.local_flags = GMAIL_LOCAL_FLAGS,
 					.gone_is_relabel = true };
 	struct touched_set *ts = xcalloc(1, sizeof(*ts));
 	char **need = NULL, *token = NULL, *hid = NULL;
@@ -2099,7 +2097,11 @@ static void gmail_interrupt(struct mf_backend *be)
 
 const struct mf_backend_ops mf_gmail_backend_ops = {
 	.name = "gmail",
-	.caps = MF_CAP_GLOBAL_IDS | MF_CAP_BULK_FLAGS,
+	.caps = MF_CAP_GLOBAL_IDS,
+	/* S and F are labels; D (DRAFT) is listed but cannot be set */
+	.flags_writable = MF_FLAG_SEEN | MF_FLAG_FLAGGED,
+	.flags_local = GMAIL_LOCAL_FLAGS,
+	.flag_batch_max = MODIFY_MAX,
 	.create = gmail_create,
 	.destroy = gmail_destroy,
 	.connect = gmail_connect,

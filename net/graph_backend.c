@@ -1951,11 +1951,13 @@ finish:
 
 const struct mf_backend_ops mf_graph_backend_ops = {
 	.name = "graph",
-	.caps = MF_CAP_FLAG_GROUPS,
+	.caps = 0,
 	.max_sessions = 4,	/* Outlook: 4 concurrent requests/mailbox */
-	/* D (isDraft) is read-only, T has no Graph property: both local */
+	/* D (isDraft) is read-only; T has no Graph property */
 	.flags_writable = MF_FLAG_SEEN | MF_FLAG_FLAGGED | MF_FLAG_REPLIED |
 			  MF_FLAG_PASSED,
+	.flags_local = MF_FLAG_TRASHED,
+	.flag_batch_max = BATCH_MAX,	/* one $batch request */
 	.create = graph_create,
 	.destroy = graph_destroy,
 	.connect = graph_connect,

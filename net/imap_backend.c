@@ -2839,6 +2839,7 @@ static enum mf_status imap_wait_push(struct mf_backend *base,
 const struct mf_backend_ops mf_imap_backend_ops = {
 	.name = "imap",
 	.caps = MF_CAP_PUSH,
+	.flag_batch_max = 1000,	/* UID sets, split by IMAP_MAX_SET_LEN */
 	.create = imap_create,
 	.destroy = imap_destroy,
 	.connect = imap_connect,

@@ -335,6 +335,45 @@ def test_flag_renames_become_store(dovecot, mailfs):
     assert os.path.basename(path).endswith(":2,PS")
 
 
+def test_a_burst_of_flag_renames_goes_in_few_stores(dovecot, mailfs):
+    # A reader marking a whole folder read renames every file: the queued
+    # changes that make the same change go up together, as UID sets.
+    n = 300
+    with dovecot.client() as c:
+        for i in range(n):
+            c.append("INBOX", msg(1000 + i), flags=())
+    m = mailfs(dovecot)
+    wait_until(lambda: count(m.acct, "INBOX") == n, SYNC_WAIT, msg="listing")
+    start = len(m.log())
+    paths = messages(m.acct, "INBOX")
+    cur = os.path.join(m.folder("INBOX"), "cur")
+    for p in paths:
+        os.rename(p, os.path.join(cur, with_flags(os.path.basename(p), "S")))
+    # then a second, different change on a few of them
+    starred = sorted(messages(m.acct, "INBOX"))[:10]
+    for p in starred:
+        os.rename(p, os.path.join(cur, with_flags(os.path.basename(p), "FS")))
+    with dovecot.client() as c:
+        def server_done():
+            flags = c.all_flags("INBOX")
+            return (len(flags) == n and
+                    all("\\Seen" in f for f in flags.values()) and
+                    sum("\\Flagged" in f for f in flags.values()) == 10)
+        wait_until(server_done, SYNC_WAIT * 2, msg="every change on the server")
+    stores = [ln for ln in m.log()[start:].splitlines()
+              if re.search(r"C: a\d+ UID STORE", ln)]
+    assert 2 <= len(stores) <= 30, len(stores)
+    assert any(":" in ln.split("UID STORE ")[1].split(" ")[0] or
+               "," in ln.split("UID STORE ")[1].split(" ")[0] for ln in stores), stores[:5]
+    # the mount agrees with the server, names and all
+    time.sleep(POLL + 1)
+    names = [os.path.basename(p) for p in messages(m.acct, "INBOX")]
+    assert len(names) == n
+    assert sum(x.endswith(":2,FS") for x in names) == 10
+    assert sum(x.endswith(":2,S") for x in names) == n - 10
+    m.check_log()
+
+
 def test_new_to_cur_sets_seen(dovecot, mailfs):
     uid = dovecot.append("INBOX", msg(2), date=date_of(2))
     m = mailfs(dovecot)
