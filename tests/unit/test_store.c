@@ -17,36 +17,7 @@
 #include "mf_store.h"
 #include "mf_util.h"
 
-static char *state_dir;
-
-static int setup(void **state)
-{
-	char tmpl[] = "/tmp/mailfs-store-XXXXXX";
-	char *err = NULL;
-
-	(void)state;
-	state_dir = xstrdup(mkdtemp(tmpl));
-	if (mf_store_open(state_dir, &err) < 0) {
-		fprintf(stderr, "%s\n", err);
-		return -1;
-	}
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	char *cmd;
-	int r;
-
-	(void)state;
-	mf_store_close();
-	cmd = xasprintf("rm -rf '%s'", state_dir);
-	r = system(cmd);
-	(void)r;
-	free(cmd);
-	free(state_dir);
-	return 0;
-}
+#include "store_fixture.h"
 
 /* A folder list with INBOX, Trash, Archive/2024 (Archive virtual). */
 static int64_t list_folders(const char *account)
