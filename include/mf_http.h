@@ -45,6 +45,14 @@ struct mf_http_req {
 	int out_fd;
 	uint64_t max_size;	/* 0: 64 MiB for buffered bodies, no cap
 				   for out_fd */
+	/*
+	 * Send it on a new connection. libcurl resends a request by itself
+	 * when a reused connection turns out closed before any answer; for
+	 * a request the server may have carried out (an upload), that is a
+	 * second copy nobody can see. mf_http_call sets it for requests that
+	 * are neither idempotent nor retry_unsafe.
+	 */
+	bool fresh_connect;
 };
 
 struct mf_http_resp {
@@ -91,7 +99,9 @@ uint64_t mf_http_requests(const struct mf_http *h);
  *    exponential backoff from 1 s (doubling, capped at 32 s) with full
  *    jitter; at most max_attempts (0 = 6) tries in all;
  *  - network failures are retried the same way when the method is
- *    idempotent (GET, PUT, DELETE) or retry_unsafe is set;
+ *    idempotent (GET, PUT, DELETE) or retry_unsafe is set; the others
+ *    go on a fresh connection (see mf_http_req.fresh_connect), so that
+ *    libcurl does not resend them either;
  *  - a 401 calls the token source once with refresh = true and retries;
  *  - everything else returns at once.
  * The "Authorization: Bearer" header is added from tokens when not NULL.

@@ -310,6 +310,7 @@ enum mf_status mf_http_do(struct mf_http *h, const struct mf_http_req *req,
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &x);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_FRESH_CONNECT, req->fresh_connect ? 1L : 0L);
 
 	for (const char *const *p = req->headers; p && *p; p++)
 		hdrs = curl_slist_append(hdrs, *p);
@@ -463,6 +464,9 @@ enum mf_status mf_http_call(struct mf_http *h,
 		char *err = NULL;
 
 		r.headers = hdrs;
+		r.fresh_connect = req->fresh_connect ||
+				  (!method_idempotent(req->method) &&
+				   !policy->retry_unsafe);
 		st = mf_http_do(h, &r, resp, &err);
 		if (auth) {
 			explicit_bzero(auth, strlen(auth));

@@ -260,7 +260,8 @@ class Api:
             h.update(e.headers)
             return e.code, h, json.dumps(e.body()).encode()
         if f:
-            return "cut"        # done, but the answer is lost
+            # done, but the answer is lost: half sent, or none at all
+            return "drop" if f.get("silent") else "cut"
         if payload is None:
             return st, {}, b""
         return st, {"Content-Type": "application/json; charset=UTF-8"}, \
@@ -736,9 +737,10 @@ class FakeGmail:
             self.control("expire_history", {})
 
     def inject(self, status=None, count=1, path=None, drop=False, inner=False, body=None,
-               method=None, after=False):
-        """after=True: carry the request out, then drop the connection."""
-        f = {"count": count, "inner": inner, "drop": drop, "after": after}
+               method=None, after=False, silent=False):
+        """after=True: carry the request out, then drop the connection after
+        half an answer, or (silent=True) before any."""
+        f = {"count": count, "inner": inner, "drop": drop, "after": after, "silent": silent}
         if method:
             f["method"] = method
         if status is not None:

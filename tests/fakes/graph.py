@@ -796,6 +796,13 @@ class Handler(BaseHTTPRequestHandler):
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if kind == "lost":
+                    # Carried out, then the connection goes before any
+                    # answer (a client must not resend it on its own).
+                    self.run_api(method, path, q, body, base)
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 if kind == "delay":
                     pass
                 elif kind == "reset":
@@ -863,7 +870,7 @@ class Handler(BaseHTTPRequestHandler):
             elif isinstance(body, str):
                 body = base64.b64decode(body)
             fault = self.server.fake.take_fault(r["method"], url.path)
-            if fault and fault["kind"] not in ("drop", "cut", "expire_token", "delay",
+            if fault and fault["kind"] not in ("drop", "cut", "lost", "expire_token", "delay",
                                                "reset"):
                 st, h, res = int(fault["kind"]), {}, {"error": {"code": "TooManyRequests",
                                                                 "message": "retry later"}}
