@@ -477,9 +477,9 @@ static unsigned int pushed_flags(const struct mf_engine *e,
 /*
  * The flag changes queued right after q, up to max - 1. A mail reader
  * marking a thousand messages read renames a thousand files one by one:
- * when a run is already queued behind q, let it settle while it grows
- * so that it goes in one request rather than in many small ones. A
- * single change goes at once.
+ * let the run settle while it grows (up to 5 s) so that it goes in one
+ * request rather than in many small ones. Without ops->flag_settle a
+ * lone change goes at once.
  */
 static unsigned int flag_run(struct mf_engine *e,
 			     const struct mf_queue_entry *q, unsigned int max,
@@ -490,8 +490,10 @@ static unsigned int flag_run(struct mf_engine *e,
 	if (mf_store_queue_flags_run(e->acct->name, q->id, max - 1, entries,
 				     msgs, &n) < 0)
 		return 0;
+	if (n == 0 && !e->ops->flag_settle)
+		return 0;
 	for (unsigned int tries = 0;
-	     n > 0 && n < max - 1 && tries < FLAG_RUN_SETTLE_TRIES; tries++) {
+	     n < max - 1 && tries < FLAG_RUN_SETTLE_TRIES; tries++) {
 		unsigned int prev = n;
 
 		if (nap(e, &e->push_cond, FLAG_RUN_SETTLE_MS) ||

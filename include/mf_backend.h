@@ -227,6 +227,13 @@ struct mf_backend_ops {
 	 * make the same change in the same folder together.
 	 */
 	unsigned int flag_batch_max;
+	/*
+	 * Even a lone queued flag change waits a moment for others to join
+	 * it (Graph, Gmail: every request costs quota). Without it (IMAP,
+	 * where a STORE is cheap) a lone change goes at once, and only a
+	 * run already queued waits to settle.
+	 */
+	bool flag_settle;
 
 	/* Make a session for the account. Does not connect. */
 	int (*create)(const struct mf_account *acct, struct mf_backend **be_r,

@@ -2102,6 +2102,7 @@ const struct mf_backend_ops mf_gmail_backend_ops = {
 	.flags_writable = MF_FLAG_SEEN | MF_FLAG_FLAGGED,
 	.flags_local = GMAIL_LOCAL_FLAGS,
 	.flag_batch_max = MODIFY_MAX,
+	.flag_settle = true,
 	.create = gmail_create,
 	.destroy = gmail_destroy,
 	.connect = gmail_connect,

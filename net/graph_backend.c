@@ -1958,6 +1958,7 @@ const struct mf_backend_ops mf_graph_backend_ops = {
 			  MF_FLAG_PASSED,
 	.flags_local = MF_FLAG_TRASHED,
 	.flag_batch_max = BATCH_MAX,	/* one $batch request */
+	.flag_settle = true,
 	.create = graph_create,
 	.destroy = graph_destroy,
 	.connect = graph_connect,
