@@ -75,8 +75,12 @@ void mf_http_free(struct mf_http *h);
 
 /* Make the current or next request return MF_CANCELED soon. */
 void mf_http_interrupt(struct mf_http *h);
-/* Undo mf_http_interrupt (after a cancelled call was handled). */
-void mf_http_clear_interrupt(struct mf_http *h);
+bool mf_http_interrupted(struct mf_http *h);
+/*
+ * Sleep ms in short steps (the backends' own waits: quota, throttling);
+ * false as soon as the session is interrupted.
+ */
+bool mf_http_sleep(struct mf_http *h, unsigned int ms);
 
 /*
  * One request, no retries. MF_OK when a response arrived (whatever its

@@ -57,7 +57,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -157,7 +156,6 @@ struct gmail {
 	char *user_path;	/* "/gmail/v1/users/<user>" (escaped) */
 	bool inbox_trash;	/* inbox_unlink = trash */
 	char **shown;		/* extra system labels shown as folders */
-	atomic_bool interrupted;
 
 	struct label *labels;
 	unsigned int nlabels;
@@ -262,11 +260,6 @@ static bool in_folder(const char *folder, const char *labels)
 	return has_label(labels, folder) && !trash && !spam;
 }
 
-static bool interrupted(struct gmail *g)
-{
-	return atomic_load(&g->interrupted);
-}
-
 static enum mf_status quota_take(struct gmail *g, unsigned int units,
 				 char **error_r)
 {
@@ -290,15 +283,9 @@ static enum mf_status quota_take(struct gmail *g, unsigned int units,
 		pthread_mutex_unlock(&q->lock);
 		mf_debug(MF_DBG_HTTP, "gmail: quota: waiting %lld ms for %u "
 			 "units", (long long)wait, units);
-		while (wait > 0) {
-			struct timespec ts = { 0, 50 * 1000000L };
-
-			if (interrupted(g)) {
-				*error_r = xstrdup("interrupted");
-				return MF_CANCELED;
-			}
-			nanosleep(&ts, NULL);
-			wait -= 50;
+		if (!mf_http_sleep(g->http, (unsigned int)wait)) {
+			*error_r = xstrdup("interrupted");
+			return MF_CANCELED;
 		}
 	}
 }
@@ -731,15 +718,9 @@ static enum mf_status batch_run(struct gmail *g, struct batch_item *it,
 		}
 		mf_debug(MF_DBG_HTTP, "gmail: %u batch parts throttled or "
 			 "failed; again in %u ms", ntodo, delay);
-		for (unsigned int waited = 0; waited < delay; waited += 50) {
-			struct timespec ts = { 0, 50 * 1000000L };
-
-			if (interrupted(g)) {
-				*error_r = xstrdup("interrupted");
-				st = MF_CANCELED;
-				break;
-			}
-			nanosleep(&ts, NULL);
+		if (!mf_http_sleep(g->http, delay)) {
+			*error_r = xstrdup("interrupted");
+			st = MF_CANCELED;
 		}
 		delay = MF_MIN(delay * 2 + (unsigned int)(random() % 500),
 			       16000u);
@@ -965,7 +946,6 @@ static int gmail_create(const struct mf_account *acct, struct mf_backend **be_r,
 			g->shown[k++] = xstrdup(t);
 		free(copy);
 	}
-	atomic_init(&g->interrupted, false);
 	*be_r = &g->base;
 	return 0;
 }
@@ -1164,7 +1144,7 @@ static enum mf_status list_ids(struct gmail *g, const char *folder,
 		if (next && *next)
 			token = xstrdup(next);
 		json_decref(j);
-	} while (token && !interrupted(g));
+	} while (token && !mf_http_interrupted(g->http));
 	free(token);
 	if (st != MF_OK) {
 		for (unsigned int i = 0; i < n; i++)
@@ -1448,7 +1428,7 @@ static enum mf_status delta(struct gmail *g, const char *folder,
 		if (next && *next)
 			token = xstrdup(next);
 		json_decref(j);
-	} while (token && !interrupted(g));
+	} while (token && !mf_http_interrupted(g->http));
 	free(token);
 	if (st == MF_GONE) {
 		/* The historyId expired: list everything again. */
@@ -2091,7 +2071,6 @@ static void gmail_interrupt(struct mf_backend *be)
 {
 	struct gmail *g = G(be);
 
-	atomic_store(&g->interrupted, true);
 	mf_http_interrupt(g->http);
 }
 

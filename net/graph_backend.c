@@ -44,7 +44,6 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,7 +108,6 @@ struct graph_backend {
 	struct mf_http *http;
 	struct mf_token_source *tokens;
 	char *api;		/* no trailing slash */
-	atomic_bool interrupted;
 	bool wk_known;
 	char *wk_id[N_WK];	/* ids of the well-known folders, or NULL */
 	char *root_id;		/* msgfolderroot */
@@ -182,7 +180,6 @@ static enum mf_status status_of(long status, const char *code)
 
 static unsigned int mailbox_paused(struct mf_token_source *ts);
 static void pause_mailbox(struct mf_token_source *ts, unsigned int delay_ms);
-static bool interruptible_sleep(struct graph_backend *be, unsigned int ms);
 
 static void log_retry(void *ctx, long status, unsigned int delay_ms)
 {
@@ -226,7 +223,7 @@ static enum mf_status gcall(struct graph_backend *be, const struct greq *g,
 	enum mf_status st;
 	char *code = NULL;
 
-	if (atomic_load(&be->interrupted)) {
+	if (mf_http_interrupted(be->http)) {
 		*error_r = xstrdup("interrupted");
 		return MF_CANCELED;
 	}
@@ -234,7 +231,7 @@ static enum mf_status gcall(struct graph_backend *be, const struct greq *g,
 	for (unsigned int ms; (ms = mailbox_paused(be->tokens)) > 0;) {
 		mf_debug(MF_DBG_HTTP, "graph %s: mailbox throttled, waiting "
 			 "%u ms", be->acct->name, ms);
-		if (!interruptible_sleep(be, ms)) {
+		if (!mf_http_sleep(be->http, ms)) {
 			*error_r = xstrdup("interrupted");
 			return MF_CANCELED;
 		}
@@ -325,20 +322,6 @@ static enum mf_status send_json(struct graph_backend *be, const char *method,
 	return st;
 }
 
-static bool interruptible_sleep(struct graph_backend *be, unsigned int ms)
-{
-	while (ms > 0) {
-		unsigned int step = ms > 100 ? 100 : ms;
-		struct timespec ts = { 0, (long)step * 1000000L };
-
-		if (atomic_load(&be->interrupted))
-			return false;
-		nanosleep(&ts, NULL);
-		ms -= step;
-	}
-	return !atomic_load(&be->interrupted);
-}
-
 /* ---- $batch ---- */
 
 struct bitem {
@@ -395,7 +378,7 @@ static enum mf_status run_batch(struct graph_backend *be, struct bitem *items,
 								     1);
 
 			pause_mailbox(be->tokens, ms);
-			if (!interruptible_sleep(be, ms)) {
+			if (!mf_http_sleep(be->http, ms)) {
 				*error_r = xstrdup("interrupted");
 				st = MF_CANCELED;
 				break;
@@ -643,7 +626,6 @@ static int graph_create(const struct mf_account *acct,
 	len = strlen(be->api);
 	while (len > 0 && be->api[len - 1] == '/')
 		be->api[--len] = '\0';
-	atomic_init(&be->interrupted, false);
 	*be_r = &be->base;
 	return 0;
 }
@@ -678,7 +660,6 @@ static void graph_interrupt(struct mf_backend *base)
 {
 	struct graph_backend *be = to_graph(base);
 
-	atomic_store(&be->interrupted, true);
 	mf_http_interrupt(be->http);
 }
 

@@ -119,9 +119,9 @@ void mf_http_interrupt(struct mf_http *h)
 	atomic_store(&h->interrupted, true);
 }
 
-void mf_http_clear_interrupt(struct mf_http *h)
+bool mf_http_interrupted(struct mf_http *h)
 {
-	atomic_store(&h->interrupted, false);
+	return atomic_load(&h->interrupted);
 }
 
 uint64_t mf_http_requests(const struct mf_http *h)
@@ -393,7 +393,7 @@ static bool method_idempotent(const char *method)
 }
 
 /* Sleep in short steps so an interrupt is seen soon. */
-static bool sleep_interruptible(struct mf_http *h, unsigned int ms)
+bool mf_http_sleep(struct mf_http *h, unsigned int ms)
 {
 	while (ms > 0) {
 		unsigned int step = ms > 100 ? 100 : ms;
@@ -527,7 +527,7 @@ enum mf_status mf_http_call(struct mf_http *h,
 		free(err);
 		if (policy->on_retry)
 			policy->on_retry(policy->ctx, resp->status, delay);
-		if (!sleep_interruptible(h, delay)) {
+		if (!mf_http_sleep(h, delay)) {
 			*error_r = xstrdup("interrupted");
 			st = MF_CANCELED;
 			break;
