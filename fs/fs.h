@@ -48,6 +48,27 @@ void mf_fs_hold_account(const char *account);
 void mf_fs_fill_dir(struct stat *st, uint64_t ino, int64_t mtime_ns,
 		    nlink_t nlink);
 
+/* cur, new, tmp: 1, 2, 3 (as in inode numbers); any other name: 0. */
+int mf_fs_sub_of(const char *name);
+extern const char *const mf_fs_sub_names[4];	/* "", "cur", "new", "tmp" */
+
+/* A readdir reply being filled (ops.c, views.c). */
+struct mf_dir_buf {
+	fuse_req_t req;
+	char *buf;
+	size_t size;
+	size_t used;
+	bool plus;	/* readdirplus */
+	bool full;	/* the last entry did not fit */
+};
+
+/*
+ * Add name: with e for readdirplus, else with e->attr's inode and type.
+ * Returns 1 (and sets full) when it does not fit.
+ */
+int mf_dir_buf_add(struct mf_dir_buf *d, const char *name,
+		   const struct fuse_entry_param *e, off_t next_off);
+
 /* Wake the engine of the account that folder (an id) belongs to. */
 void mf_fs_kick_folder(int64_t folder);
 

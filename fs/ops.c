@@ -332,17 +332,16 @@ static int entry_for(fuse_ino_t ino, struct fuse_entry_param *e)
 
 /* ---- lookup ---- */
 
-static int sub_of_name(const char *name)
+const char *const mf_fs_sub_names[4] = { "", "cur", "new", "tmp" };
+
+int mf_fs_sub_of(const char *name)
 {
-	if (strcmp(name, "cur") == 0)
-		return 1;
-	if (strcmp(name, "new") == 0)
-		return 2;
-	if (strcmp(name, "tmp") == 0)
-		return 3;
+	for (int s = 1; s <= 3; s++) {
+		if (strcmp(name, mf_fs_sub_names[s]) == 0)
+			return s;
+	}
 	return 0;
 }
-
 /* Resolve name in directory parent to an inode number. */
 static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 {
@@ -369,7 +368,7 @@ static int resolve(fuse_ino_t parent, const char *name, fuse_ino_t *ino_r)
 	}
 	case MF_INO_KIND_FOLDER: {
 		struct mf_folder f;
-		int s = sub_of_name(name);
+		int s = mf_fs_sub_of(name);
 
 		mf_fs_hold(id);
 		memset(&f, 0, sizeof(f));
@@ -548,50 +547,48 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 /* ---- directories ---- */
 
-struct dir_fill {
-	fuse_req_t req;
-	char *buf;
-	size_t size;
-	size_t used;
-	bool plus;
-	bool full;	/* the last entry did not fit */
-};
-
-static int add_entry(struct dir_fill *d, const char *name, uint64_t ino,
-		     bool is_dir, const struct mf_message *m, off_t next_off)
+int mf_dir_buf_add(struct mf_dir_buf *d, const char *name,
+		   const struct fuse_entry_param *e, off_t next_off)
 {
 	size_t need;
 
-	if (d->plus) {
-		struct fuse_entry_param e;
-
-		if (m)
-			entry_from_message(m, &e);
-		else if (entry_for(ino, &e) < 0)
-			return 0;	/* vanished meanwhile: skip */
+	if (d->plus)
 		need = fuse_add_direntry_plus(d->req, NULL, 0, name, NULL, 0);
-		if (d->used + need > d->size)
-			return d->full = true;
-		fuse_add_direntry_plus(d->req, d->buf + d->used,
-				       d->size - d->used, name, &e, next_off);
-	} else {
-		struct stat st;
-
-		memset(&st, 0, sizeof(st));
-		st.st_ino = ino;
-		st.st_mode = is_dir ? S_IFDIR : S_IFREG;
+	else
 		need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
-		if (d->used + need > d->size)
-			return d->full = true;
+	if (d->used + need > d->size)
+		return d->full = true;
+	if (d->plus)
+		fuse_add_direntry_plus(d->req, d->buf + d->used,
+				       d->size - d->used, name, e, next_off);
+	else
 		fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used,
-				  name, &st, next_off);
-	}
+				  name, &e->attr, next_off);
 	d->used += need;
 	return 0;
 }
 
+static int add_entry(struct mf_dir_buf *d, const char *name, uint64_t ino,
+		     bool is_dir, const struct mf_message *m, off_t next_off)
+{
+	struct fuse_entry_param e;
+
+	if (d->plus) {
+		if (m)
+			entry_from_message(m, &e);
+		else if (entry_for(ino, &e) < 0)
+			return 0;	/* vanished meanwhile: skip */
+	} else {
+		/* readdir: the inode and type are all the kernel takes */
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = ino;
+		e.attr.st_mode = is_dir ? S_IFDIR : S_IFREG;
+	}
+	return mf_dir_buf_add(d, name, &e, next_off);
+}
+
 struct list_adapter {
-	struct dir_fill *d;
+	struct mf_dir_buf *d;
 	bool root;
 };
 
@@ -609,7 +606,7 @@ static int list_cb(void *ctx, const char *name, uint64_t ino,
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       bool plus)
 {
-	struct dir_fill d = { req, NULL, size, 0, plus, false };
+	struct mf_dir_buf d = { req, NULL, size, 0, plus, false };
 	struct list_adapter la = { &d, false };
 	struct mf_folder f;
 	int64_t id;
@@ -645,12 +642,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				 true, NULL, 2))
 		goto reply;
 	if (kind == MF_INO_KIND_FOLDER) {
-		static const char *const subs[] = { "cur", "new", "tmp" };
-
 		for (int s = 1; s <= 3; s++) {
 			if (off < 2 + s && folder_shows_subdir(&f, s) &&
-			    add_entry(&d, subs[s - 1], mf_ino_folder(id, s),
-				      true, NULL, 2 + s))
+			    add_entry(&d, mf_fs_sub_names[s],
+				      mf_ino_folder(id, s), true, NULL, 2 + s))
 				goto reply;
 		}
 	}
@@ -740,7 +735,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EPERM);
 		return;
 	}
-	sub = sub_of_name(name);
+	sub = mf_fs_sub_of(name);
 	if (sub) {
 		ret = mf_store_mksubdir(id, sub);
 		newid = id;
@@ -772,7 +767,7 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, parent == MF_INO_ROOT ? EPERM : ENOTDIR);
 		return;
 	}
-	sub = sub_of_name(name);
+	sub = mf_fs_sub_of(name);
 	if (sub) {
 		ret = mf_store_rmsubdir(id, sub);
 	} else {
@@ -1223,7 +1218,7 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (sk == MF_INO_KIND_FOLDER && dk == MF_INO_KIND_FOLDER) {
 		struct mf_folder f;
 
-		if (sub_of_name(name) || sub_of_name(newname)) {
+		if (mf_fs_sub_of(name) || mf_fs_sub_of(newname)) {
 			fuse_reply_err(req, EPERM);
 			return;
 		}

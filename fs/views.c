@@ -235,17 +235,6 @@ static void view_msg_entry(const struct mf_message *m,
 
 /* ---- lookup and readdir ---- */
 
-static int sub_of(const char *name)
-{
-	if (strcmp(name, "cur") == 0)
-		return 1;
-	if (strcmp(name, "new") == 0)
-		return 2;
-	if (strcmp(name, "tmp") == 0)
-		return 3;
-	return 0;
-}
-
 /*
  * A view shows mail of several accounts: a request for its messages
  * waits, as one for a folder does, for the first listing of each
@@ -271,7 +260,7 @@ void mf_views_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 	v = view_of(parent, &sub);
 	if (sub == 0) {
-		s = sub_of(name);
+		s = mf_fs_sub_of(name);
 		if (!s) {
 			fuse_reply_err(req, ENOENT);
 			return;
@@ -293,35 +282,9 @@ void mf_views_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 }
 
 struct view_fill {
-	fuse_req_t req;
+	struct mf_dir_buf b;
 	const struct mf_view *v;
-	char *buf;
-	size_t size, used;
-	bool plus;
-	bool full;
 };
-
-static int fill_add(struct view_fill *d, const char *name,
-		    const struct fuse_entry_param *e, off_t next_off)
-{
-	size_t need;
-
-	if (d->plus) {
-		need = fuse_add_direntry_plus(d->req, NULL, 0, name, NULL, 0);
-		if (d->used + need > d->size)
-			return d->full = true;
-		fuse_add_direntry_plus(d->req, d->buf + d->used,
-				       d->size - d->used, name, e, next_off);
-	} else {
-		need = fuse_add_direntry(d->req, NULL, 0, name, NULL, 0);
-		if (d->used + need > d->size)
-			return d->full = true;
-		fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used,
-				  name, &e->attr, next_off);
-	}
-	d->used += need;
-	return 0;
-}
 
 static int fill_dir_entry(struct view_fill *d, const char *name,
 			  uint64_t ino, off_t next_off)
@@ -338,7 +301,7 @@ static int fill_dir_entry(struct view_fill *d, const char *name,
 	} else {
 		view_dir_entry(ino, &e);
 	}
-	return fill_add(d, name, &e, next_off);
+	return mf_dir_buf_add(&d->b, name, &e, next_off);
 }
 
 static int scan_cb(void *ctx, const struct mf_view_msg *vm)
@@ -349,8 +312,8 @@ static int scan_cb(void *ctx, const struct mf_view_msg *vm)
 	if (!view_matches(d->v, vm))
 		return 0;
 	view_msg_entry(vm->m, &e);
-	return fill_add(d, vm->m->name, &e,
-			(off_t)(VIEW_OFF_BASE + vm->m->id + 1));
+	return mf_dir_buf_add(&d->b, vm->m->name, &e,
+			      (off_t)(VIEW_OFF_BASE + vm->m->id + 1));
 }
 
 void mf_views_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -360,23 +323,21 @@ void mf_views_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int sub, ret = 0;
 
 	memset(&d, 0, sizeof(d));
-	d.req = req;
+	d.b.req = req;
 	d.v = view_of(ino, &sub);
-	d.size = size;
-	d.plus = plus;
-	d.buf = xmalloc(size);
+	d.b.size = size;
+	d.b.plus = plus;
+	d.b.buf = xmalloc(size);
 	if (off < 1 && fill_dir_entry(&d, ".", ino, 1))
 		goto reply;
 	if (off < 2 && fill_dir_entry(&d, "..", sub ? view_ino(d.v, 0)
 						    : MF_INO_ROOT, 2))
 		goto reply;
 	if (sub == 0) {
-		static const char *const subs[] = { "cur", "new", "tmp" };
-
 		for (int s = 1; s <= 3; s++) {
 			if (off < 2 + s &&
-			    fill_dir_entry(&d, subs[s - 1], view_ino(d.v, s),
-					   2 + s))
+			    fill_dir_entry(&d, mf_fs_sub_names[s],
+					   view_ino(d.v, s), 2 + s))
 				goto reply;
 		}
 	} else if (sub == 1 || sub == 2) {
@@ -386,16 +347,14 @@ void mf_views_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		ret = mf_store_view_scan(sub - 1, from, scan_cb, &d);
 	}
 reply:
-	if (ret < 0 && d.used == 0)
+	if (ret < 0 && d.b.used == 0)
 		fuse_reply_err(req, -ret);
 	else
-		fuse_reply_buf(req, d.buf, d.used);
-	free(d.buf);
+		fuse_reply_buf(req, d.b.buf, d.b.used);
+	free(d.b.buf);
 }
 
 /* ---- changes ---- */
-
-static const char *const sub_names[] = { "", "cur", "new", "tmp" };
 
 void mf_views_refuse(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     const char *what)
@@ -405,7 +364,7 @@ void mf_views_refuse(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	mf_warn("view %s is read-mostly: %s %s%s%s refused (EROFS); deliver "
 		"into a folder of an account instead", v->dirname, what,
-		sub_names[sub], sub ? "/" : "", name);
+		mf_fs_sub_names[sub], sub ? "/" : "", name);
 	fuse_reply_err(req, EROFS);
 }
 
@@ -496,7 +455,7 @@ void mf_views_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (ret == 0) {
 		mf_debug(MF_DBG_FS, "view %s: %s/%s -> message %lld in "
 			 "folder %lld renamed to %s", v->dirname,
-			 sub_names[sub], name, (long long)m.id,
+			 mf_fs_sub_names[sub], name, (long long)m.id,
 			 (long long)dst_folder, newname);
 		forget_folder_names(m.folder, m.dir, m.name);
 		forget_folder_names(dst_folder, dst_dir, newname);
