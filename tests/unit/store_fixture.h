@@ -6,6 +6,11 @@
 #ifndef MF_TEST_STORE_FIXTURE_H
 #define MF_TEST_STORE_FIXTURE_H
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -42,6 +47,20 @@ static int teardown(void **state)
 	free(cmd);
 	free(state_dir);
 	return 0;
+}
+
+/* One listing of folder: a batch of chs, ending with cursor. */
+static void apply(int64_t folder, bool snapshot, bool reset,
+		  const struct mf_change *chs, unsigned int n,
+		  const char *cursor)
+{
+	struct mf_changes_info info = { snapshot, reset };
+	struct mf_sync_batch *b;
+
+	assert_int_equal(mf_sync_batch_begin(folder, &info, &b), 0);
+	for (unsigned int i = 0; i < n; i++)
+		assert_int_equal(mf_sync_batch_change(b, &chs[i]), 0);
+	assert_int_equal(mf_sync_batch_end(&b, cursor, true), 0);
 }
 
 #endif

@@ -58,19 +58,6 @@ static struct mf_change upsert(const char *uid, unsigned int flags,
 	return ch;
 }
 
-static void apply(int64_t folder, bool snapshot, bool reset,
-		  const struct mf_change *chs, unsigned int n,
-		  const char *cursor)
-{
-	struct mf_changes_info info = { snapshot, reset };
-	struct mf_sync_batch *b;
-
-	assert_int_equal(mf_sync_batch_begin(folder, &info, &b), 0);
-	for (unsigned int i = 0; i < n; i++)
-		assert_int_equal(mf_sync_batch_change(b, &chs[i]), 0);
-	assert_int_equal(mf_sync_batch_end(&b, cursor, true), 0);
-}
-
 struct names {
 	char *name[64];
 	uint64_t ino[64];

@@ -48,18 +48,6 @@ static struct mf_change upsert(const char *uid, unsigned int flags,
 	return ch;
 }
 
-static void apply(int64_t folder, const struct mf_change *chs, unsigned int n,
-		  const char *cursor)
-{
-	struct mf_changes_info info = { true, false };
-	struct mf_sync_batch *b;
-
-	assert_int_equal(mf_sync_batch_begin(folder, &info, &b), 0);
-	for (unsigned int i = 0; i < n; i++)
-		assert_int_equal(mf_sync_batch_change(b, &chs[i]), 0);
-	assert_int_equal(mf_sync_batch_end(&b, cursor, true), 0);
-}
-
 struct seen {
 	int64_t id[16];
 	char *name[16];
@@ -112,11 +100,11 @@ static void test_headers_and_listings(void **state)
 	chs[0] = upsert("1", MF_FLAG_SEEN, "List-Id: <l.x>\r\n");
 	chs[1] = upsert("2", MF_FLAG_SEEN, NULL);
 	chs[2] = upsert("3", 0, "From: a@b\r\n");
-	apply(inbox, chs, 3, "c1");
+	apply(inbox, true, false, chs, 3, "c1");
 	chs[0] = upsert("1", MF_FLAG_SEEN, "List-Id: <t.x>\r\n");
-	apply(trash, chs, 1, "c1");
+	apply(trash, true, false, chs, 1, "c1");
 	chs[0] = upsert("1", MF_FLAG_SEEN, "List-Id: <w.x>\r\n");
-	apply(folder_id("w", "INBOX"), chs, 1, "c1");
+	apply(folder_id("w", "INBOX"), true, false, chs, 1, "c1");
 
 	/* cur/ of every folder of every account, in id order. */
 	assert_int_equal(mf_store_view_scan(MF_DIR_CUR, 0, collect, &s), 0);
@@ -158,7 +146,7 @@ static void test_headers_and_listings(void **state)
 	chs[0] = upsert("1", MF_FLAG_SEEN, "List-Id: <new.x>\r\n");
 	chs[1] = upsert("2", MF_FLAG_SEEN, "List-Id: <two.x>\r\n");
 	chs[2] = upsert("3", 0, "From: a@b\r\n");
-	apply(inbox, chs, 3, "c2");
+	apply(inbox, true, false, chs, 3, "c2");
 	assert_int_equal(mf_store_view_scan(MF_DIR_CUR, 0, collect, &s), 0);
 	assert_string_equal(s.fields[0], "List-Id: <new.x>\r\n");
 	assert_string_equal(s.fields[1], "List-Id: <two.x>\r\n");
@@ -179,7 +167,7 @@ static void test_fields_relist(void **state)
 	(void)state;
 	assert_int_equal(mf_store_apply_folder_list("r", fl, 1), 0);
 	inbox = folder_id("r", "INBOX");
-	apply(inbox, &ch, 1, "cursor-1");
+	apply(inbox, true, false, &ch, 1, "cursor-1");
 	/* No views: nothing to do. */
 	assert_int_equal(mf_store_view_fields_check("r", NULL, &relist), 0);
 	assert_false(relist);
@@ -191,7 +179,7 @@ static void test_fields_relist(void **state)
 	assert_int_equal(mf_store_folder_get(inbox, &f), 0);
 	assert_null(f.cursor);
 	mf_folder_clear(&f);
-	apply(inbox, &ch, 1, "cursor-2");
+	apply(inbox, true, false, &ch, 1, "cursor-2");
 	/* The same fields, or fewer: no relist. */
 	assert_int_equal(mf_store_view_fields_check("r", "LIST-ID FROM",
 						    &relist), 0);
@@ -202,7 +190,7 @@ static void test_fields_relist(void **state)
 	assert_int_equal(mf_store_view_fields_check("r", "FROM LIST-ID",
 						    &relist), 0);
 	assert_true(relist);
-	apply(inbox, &ch, 1, "cursor-3");
+	apply(inbox, true, false, &ch, 1, "cursor-3");
 	assert_int_equal(mf_store_view_fields_check("r", NULL, &relist), 0);
 	assert_false(relist);
 	memset(&f, 0, sizeof(f));
