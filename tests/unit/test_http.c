@@ -18,6 +18,7 @@
 
 #include "mf_config.h"
 #include "mf_http.h"
+#include "script_server.h"
 
 static void test_escape(void **state)
 {
@@ -119,45 +120,6 @@ static void test_token_command(void **state)
 	free(keys);
 }
 
-/* A one-thread HTTP server answering a script of canned responses. */
-struct script {
-	int lsock;
-	const char *const *answers;
-	int served;
-	char last_auth[128];
-};
-
-static void *serve(void *arg)
-{
-	struct script *s = arg;
-
-	for (const char *const *a = s->answers; *a; a++) {
-		int c = accept(s->lsock, NULL, NULL);
-		char req[4096];
-		size_t len = 0;
-		ssize_t n;
-
-		if (c < 0)
-			break;
-		while (len < sizeof(req) - 1 &&
-		       (n = read(c, req + len, sizeof(req) - 1 - len)) > 0) {
-			len += (size_t)n;
-			req[len] = '\0';
-			if (strstr(req, "\r\n\r\n"))
-				break;
-		}
-		req[len] = '\0';
-		const char *auth = strstr(req, "Authorization: Bearer ");
-
-		if (auth)
-			sscanf(auth + 22, "%127[^\r]", s->last_auth);
-		if (write(c, *a, strlen(*a)) < 0)
-			break;
-		s->served++;
-		close(c);
-	}
-	return NULL;
-}
 
 static void on_retry(void *ctx, long status, unsigned int delay_ms)
 {

@@ -24,6 +24,7 @@
 #include "mf_oauth.h"
 #include "mf_tokenstore.h"
 #include "mf_util.h"
+#include "script_server.h"
 
 static void test_pkce_rfc7636_vector(void **state)
 {
@@ -212,49 +213,6 @@ static void test_token_source_not_signed_in(void **state)
 	free(cmd);
 }
 
-/* A one-thread HTTP server answering a script; it keeps each request. */
-struct script {
-	int lsock;
-	const char *const *answers;
-	int served;
-	char reqs[8][2048];
-};
-
-static void *serve(void *arg)
-{
-	struct script *s = arg;
-
-	for (const char *const *a = s->answers; *a && s->served < 8; a++) {
-		int c = accept(s->lsock, NULL, NULL);
-		char *req = s->reqs[s->served];
-		size_t len = 0, want = 0;
-		ssize_t n;
-
-		if (c < 0)
-			break;
-		while (len < 2047 && (n = read(c, req + len, 2047 - len)) > 0) {
-			char *end;
-
-			len += (size_t)n;
-			req[len] = '\0';
-			end = strstr(req, "\r\n\r\n");
-			if (end && !want) {
-				const char *cl = strcasestr(req,
-							    "Content-Length: ");
-
-				want = (size_t)(end + 4 - req) +
-				       (cl ? strtoul(cl + 16, NULL, 10) : 0);
-			}
-			if (want && len >= want)
-				break;
-		}
-		if (write(c, *a, strlen(*a)) < 0)
-			break;
-		s->served++;
-		close(c);
-	}
-	return NULL;
-}
 
 static char *reply(const char *json)
 {
