@@ -159,17 +159,6 @@ char *mf_folder_escape(const char *component, size_t len)
 	return mf_buf_steal(&b);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 char *mf_folder_unescape(const char *name)
 {
 	struct mf_buf b;
@@ -181,8 +170,8 @@ char *mf_folder_unescape(const char *name)
 	mf_buf_init(&b);
 	for (const char *p = name; *p; p++) {
 		if (*p == '%') {
-			int hi = hexval(p[1]);
-			int lo = hi < 0 ? -1 : hexval(p[2]);
+			int hi = mf_unhex(p[1]);
+			int lo = hi < 0 ? -1 : mf_unhex(p[2]);
 
 			if (lo < 0 || (hi == 0 && lo == 0)) {
 				mf_buf_free(&b);

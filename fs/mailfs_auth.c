@@ -90,17 +90,6 @@ static int oauth_cfg(const struct mf_account *a, struct mf_oauth_cfg *oc)
 
 /* ---- the loopback redirect ---- */
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static char *url_decode(const char *s, size_t n)
 {
 	char *out = xmalloc(n + 1);
@@ -108,9 +97,9 @@ static char *url_decode(const char *s, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] == '%' && i + 2 < n &&
-		    hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
-			out[j++] = (char)(hexval(s[i + 1]) * 16 +
-					  hexval(s[i + 2]));
+		    mf_unhex(s[i + 1]) >= 0 && mf_unhex(s[i + 2]) >= 0) {
+			out[j++] = (char)(mf_unhex(s[i + 1]) * 16 +
+					  mf_unhex(s[i + 2]));
 			i += 2;
 		} else if (s[i] == '+') {
 			out[j++] = ' ';

@@ -119,6 +119,8 @@ int mf_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out_r);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void mf_hex(const unsigned char *in, size_t n, char *out);
+/* The value of hex digit c (either case), or -1. */
+int mf_unhex(char c);
 
 /*
  * Run "sh -c cmd" and return the first line of its stdout (without the
